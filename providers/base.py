@@ -1,0 +1,108 @@
+"""The one small interface every provider implements.
+
+The engine asks a provider two batched questions per cycle:
+
+1. ``versions(refs)``: what is the current version id of each reference? This must be cheap
+   (metadata, list calls) and must not read values when the store can avoid it. ``None``
+   means "can't tell without reading", and the engine then fetches.
+2. ``fetch(refs)``: give me the values of these references (only those whose version changed).
+
+Both return one result per reference, either a value or a ``ProviderError``, so one missing
+secret never fails the others. Every remote call is counted with ``self.count(operation)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from syncd.calls import CallCounter
+from syncd.errors import ProviderError
+from syncd.model import Fetched
+
+
+class ProviderConfig(BaseModel):
+    """Base of a provider's settings block in ``providers:``. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+
+class Ref(BaseModel):
+    """Base of a reference to one value, as written under ``from:`` or ``data:``.
+
+    Refs are frozen (hashable) so they can key the batched results.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    decode: Literal["base64"] | None = None
+
+    def describe(self) -> str:
+        """A stable, value-free description used in labels and error messages."""
+        return self.provider
+
+    def decoded(self, value: bytes) -> bytes:
+        """Apply the ``decode:`` option to a fetched value."""
+        if self.decode == "base64":
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ProviderError(
+                    self.provider, self.describe(), "value is not valid base64 (decode: base64)"
+                ) from exc
+        return value
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider gets from the process: its name, where relative paths start, counters."""
+
+    name: str
+    base_dir: Path
+    calls: CallCounter
+
+
+C = TypeVar("C", bound=ProviderConfig)
+R = TypeVar("R", bound=Ref)
+
+
+class Provider(ABC, Generic[C, R]):
+    """A source of secret values. Subclasses set the three class attributes."""
+
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[ProviderConfig]]
+    ref_model: ClassVar[type[Ref]]
+
+    def __init__(self, config: C, *, context: ProviderContext) -> None:
+        self.config = config
+        self.context = context
+        self.name = context.name
+
+    def count(self, operation: str, n: int = 1, *, status: str = "ok") -> None:
+        """Count ``n`` remote calls of ``operation`` (shows in ``--output json`` and metrics)."""
+        self.context.calls.count(self.name, operation, n, status=status)
+
+    def error(self, ref: Ref, message: str, *, transient: bool = False) -> ProviderError:
+        """Build a ``ProviderError`` that names this provider and the reference."""
+        return ProviderError(self.name, ref.describe(), message, transient=transient)
+
+    @abstractmethod
+    def versions(self, refs: Sequence[R]) -> Mapping[R, str | ProviderError | None]:
+        """Current version id per reference, cheaply; ``None`` when unknown without a read."""
+
+    @abstractmethod
+    def fetch(self, refs: Sequence[R]) -> Mapping[R, Fetched | ProviderError]:
+        """Values (and the version id read) per reference."""
+
+    def close(self) -> None:
+        """Release connections; called once when the process stops or reloads."""

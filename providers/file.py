@@ -1,0 +1,206 @@
+"""The ``file`` provider: secrets from a local YAML mapping, ``.env`` file or JSON object.
+
+This is what the guide's Compose workflows already have on disk (``user_keys.yaml``,
+``.env``), and the built-in example runs on it with no server. Change detection is a
+``stat``: the file's size, mtime and inode are its version id, so a cycle with no change
+never reads the file at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import Field
+
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from syncd.errors import ProviderError
+from syncd.model import Fetched
+
+FileFormat = Literal["yaml", "env", "json"]
+_BY_SUFFIX: dict[str, FileFormat] = {
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".env": "env",
+    ".json": "json",
+}
+
+
+class FileProviderConfig(ProviderConfig):
+    """``{type: file, path: user_keys.yaml}``."""
+
+    type: Literal["file"]
+    path: str = Field(description="File to read, relative to the config file.")
+    format: FileFormat | None = Field(
+        None, description="yaml, env or json; by default taken from the file's extension."
+    )
+    encoding: Literal["utf-8", "base64"] = Field(
+        "utf-8", description="base64: every value in the file is base64 (binary secrets)."
+    )
+
+
+class FileRef(Ref):
+    """``{provider: local, key: openai_api_key}``."""
+
+    key: str = Field(min_length=1, description="The key in the file.")
+
+    def describe(self) -> str:
+        """``local:openai_api_key``."""
+        return f"{self.provider}:{self.key}"
+
+
+class FileFormatError(ValueError):
+    """The file doesn't parse; the message names the line when it can."""
+
+
+class FileProvider(Provider[FileProviderConfig, FileRef]):
+    """Reads one local file; every reference is a key in it."""
+
+    type_name: ClassVar[str] = "file"
+    config_model: ClassVar[type[ProviderConfig]] = FileProviderConfig
+    ref_model: ClassVar[type[Ref]] = FileRef
+
+    def __init__(self, config: FileProviderConfig, *, context: ProviderContext) -> None:
+        super().__init__(config, context=context)
+        self.path = (context.base_dir / os.path.expanduser(config.path)).resolve()
+        self.format: FileFormat | None = config.format or _BY_SUFFIX.get(self.path.suffix.lower())
+        if self.format is None and self.path.name.startswith(".env"):
+            self.format = "env"
+
+    def _token(self) -> str:
+        self.count("stat")
+        st = self.path.stat()
+        return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+
+    def versions(self, refs: Sequence[FileRef]) -> Mapping[FileRef, str | ProviderError | None]:
+        """One ``stat`` answers for every key in the file."""
+        try:
+            token: str | ProviderError | None = self._token()
+        except OSError as exc:
+            token = self._read_error(refs[0], exc) if refs else None
+        return dict.fromkeys(refs, token)
+
+    def fetch(self, refs: Sequence[FileRef]) -> Mapping[FileRef, Fetched | ProviderError]:
+        """Read and parse the file once for all references."""
+        if not refs:
+            return {}
+        try:
+            token = self._token()
+            self.count("read")
+            raw = self.path.read_bytes()
+            entries = self._parse(raw)
+        except OSError as exc:
+            return {ref: self._read_error(ref, exc) for ref in refs}
+        except FileFormatError as exc:
+            return {ref: self.error(ref, f"{self.path}: {exc}") for ref in refs}
+        return {ref: self._value(ref, entries, token) for ref in refs}
+
+    def _read_error(self, ref: FileRef, exc: OSError) -> ProviderError:
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+        return self.error(ref, f"{self.path}: {reason}")
+
+    def _value(self, ref: FileRef, entries: dict[str, Any], token: str) -> Fetched | ProviderError:
+        if ref.key not in entries:
+            return self.error(ref, f"key {ref.key!r} not found in {self.path}")
+        value = entries[ref.key]
+        if value is None or isinstance(value, dict | list):
+            kind = "no value" if value is None else "a nested value, not a flat one"
+            return self.error(ref, f"key {ref.key!r} in {self.path} has {kind}")
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        data = text.encode("utf-8")
+        if self.config.encoding == "base64":
+            try:
+                data = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                return self.error(ref, f"key {ref.key!r} in {self.path} is not valid base64")
+        try:
+            return Fetched(ref.decoded(data), token)
+        except ProviderError as exc:
+            return exc
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FileFormatError("is not UTF-8 text (use encoding: base64 for binary)") from exc
+        if self.format == "env":
+            return parse_env(text)
+        if self.format == "json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise FileFormatError(f"line {exc.lineno}: invalid JSON: {exc.msg}") from exc
+        else:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"line {mark.line + 1}: " if mark is not None else ""
+                raise FileFormatError(f"{where}invalid YAML") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise FileFormatError("must hold a mapping of key: value at the top level")
+        return {str(k): v for k, v in data.items()}
+
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(?P<rest>.*)$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE``, ``export``, quotes, comments and blank lines.
+
+    Errors name the line (never its content, which may be a secret).
+    """
+    result: dict[str, str] = {}
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        number = index + 1
+        index += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise FileFormatError(f"line {number}: expected KEY=VALUE")
+        key, rest = match["key"], match["rest"]
+        if rest.startswith(("'", '"')):
+            quote = rest[0]
+            body = rest[1:]
+            # a quoted value may span lines until its closing quote
+            while _closing_quote(body, quote) < 0 and index < len(lines):
+                body += "\n" + lines[index]
+                index += 1
+            end = _closing_quote(body, quote)
+            if end < 0:
+                raise FileFormatError(f"line {number}: unterminated {quote} quote")
+            tail = body[end + 1 :].strip()
+            if tail and not tail.startswith("#"):
+                raise FileFormatError(f"line {number}: unexpected text after the closing quote")
+            value = body[:end]
+            if quote == '"':
+                value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], "\\" + m[1]), value)
+        else:
+            value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()
+        result[key] = value
+    return result
+
+
+def _closing_quote(body: str, quote: str) -> int:
+    escaped = False
+    for pos, char in enumerate(body):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote == '"':
+            escaped = True
+        elif char == quote:
+            return pos
+    return -1

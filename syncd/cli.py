@@ -1,0 +1,255 @@
+"""The ``syncd`` command line.
+
+``syncd --config F`` runs the daemon; ``--once`` runs one cycle (exit 0 in sync, 1 on any
+failure); ``--once --dry-run`` prints the plan and writes nothing (exit 0 nothing to do,
+2 changes pending, 1 error). ``check``, ``schema`` and ``names`` are subcommands. Heavy
+imports happen inside the commands so ``syncd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+    from syncd.engine import CycleResult
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+_SYMBOL = {
+    "create": "+",
+    "update": "~",
+    "repoint": ">",
+    "delete": "-",
+    "unchanged": "=",
+    "error": "!",
+}
+
+
+def _common(parser: argparse.ArgumentParser, *, config: bool = True) -> None:
+    if config:
+        parser.add_argument(
+            "--config",
+            "-c",
+            default=os.environ.get("SYNCD_CONFIG"),
+            help="config file (default: $SYNCD_CONFIG)",
+        )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render the CLI reference)."""
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Sync secrets from Vault/OpenBao, AWS and Azure into Docker Swarm, "
+        "Kubernetes or files, with versioned zero-downtime swaps.",
+        epilog="Commands: check, schema, names. Run 'syncd COMMAND --help' for each.",
+    )
+    _common(parser)
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --once: print the plan, write nothing"
+    )
+    parser.add_argument("--output", default="text", choices=["text", "json"], help="--once output")
+    parser.add_argument("--secret", action="append", metavar="NAME", help="only these secrets")
+    return parser
+
+
+def build_subparsers() -> dict[str, argparse.ArgumentParser]:
+    """One parser per subcommand."""
+    check = argparse.ArgumentParser(prog="syncd check", description="Validate a config file.")
+    _common(check)
+    schema = argparse.ArgumentParser(
+        prog="syncd schema", description="Print the JSON Schema of the config file."
+    )
+    names = argparse.ArgumentParser(
+        prog="syncd names",
+        description="Print the current versioned name of every secret (for stack pinning).",
+    )
+    _common(names)
+    names.add_argument("--format", default="env", choices=["env", "json"])
+    return {"check": check, "schema": schema, "names": names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``syncd`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    subparsers = build_subparsers()
+    if args_list and args_list[0] in subparsers:
+        command = args_list.pop(0)
+        args = subparsers[command].parse_args(args_list)
+    else:
+        command = "run"
+        args = build_parser().parse_args(args_list)
+    if command == "schema":
+        return cmd_schema()
+    from syncd.logs import setup_logging
+
+    setup_logging(level=args.log_level, fmt=args.log_format)
+    if not args.config:
+        print("syncd: no config given (use --config FILE or set SYNCD_CONFIG)", file=sys.stderr)
+        return EXIT_ERROR
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    if command == "check":
+        print(f"{args.config}: ok ({len(config.secrets)} secrets)")
+        return EXIT_OK
+    if command == "names":
+        return cmd_names(config, fmt=args.format)
+    if args.dry_run and not args.once:
+        print("syncd: --dry-run needs --once", file=sys.stderr)
+        return EXIT_ERROR
+    if args.once:
+        return cmd_once(config, dry_run=args.dry_run, output=args.output, names=args.secret)
+    return cmd_daemon(config)
+
+
+def _load(path: str) -> Config | None:
+    from syncd.config import load_config
+    from syncd.errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return None
+
+
+def cmd_schema() -> int:
+    """Print the config JSON Schema."""
+    from syncd.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_names(config: Config, *, fmt: str) -> int:
+    """Print ``<NAME>_SECRET=<name>-v<N>`` (or JSON) for every secret that has a version."""
+    from syncd.engine import Engine
+    from syncd.errors import SyncdError
+
+    engine = Engine(config)
+    try:
+        existing = engine.target.list_versions([s.name for s in config.secrets])
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        engine.close()
+    current: dict[str, str] = {}
+    missing = []
+    for secret in config.secrets:
+        versions = existing.get(secret.name)
+        if versions:
+            current[secret.name] = max(versions, key=lambda v: v.version).object_name
+        else:
+            missing.append(secret.name)
+    if fmt == "json":
+        print(json.dumps(current, indent=2, sort_keys=True))
+    else:
+        for name, obj in current.items():
+            print(f"{env_var_name(name)}_SECRET={obj}")
+    for name in missing:
+        print(f"error: {name}: no version exists yet (run syncd --once first)", file=sys.stderr)
+    return EXIT_ERROR if missing else EXIT_OK
+
+
+def env_var_name(name: str) -> str:
+    """``openai_api_key`` / ``openai-api-key`` -> ``OPENAI_API_KEY``."""
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def cmd_once(config: Config, *, dry_run: bool, output: str, names: list[str] | None) -> int:
+    """Run one cycle and report it."""
+    from syncd.engine import Engine
+
+    unknown = sorted(set(names or []) - {s.name for s in config.secrets})
+    if unknown:
+        print(f"error: no secret named {', '.join(unknown)} in {config.path}", file=sys.stderr)
+        return EXIT_ERROR
+    engine = Engine(config)
+    try:
+        result = engine.run_cycle(dry_run=dry_run, names=names)
+    finally:
+        engine.close()
+    _report(result, output=output)
+    if not result.ok:
+        return EXIT_ERROR
+    if dry_run and result.changed:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _report(result: CycleResult, *, output: str) -> None:
+    for item in result.items:
+        if item.error:
+            print(f"error: {item.name}: {item.error}", file=sys.stderr)
+    if output == "json":
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    verb = "would " if result.dry_run else ""
+    for item in result.items:
+        line = f"{_SYMBOL[item.action]} {item.name}: "
+        if item.action == "error":
+            line += "failed"
+        elif item.action == "unchanged":
+            line += "unchanged"
+        else:
+            line += f"{verb}{item.action}"
+        if item.version is not None:
+            line += f" v{item.version}"
+        if item.changed_keys and item.action in ("create", "update"):
+            line += f" (keys: {', '.join(item.changed_keys)})"
+        if item.consumers:
+            line += f" (consumers: {', '.join(item.consumers)})"
+        if item.deleted:
+            line += f" (deleted: {', '.join(item.deleted)})"
+        print(line)
+
+
+def cmd_daemon(config: Config) -> int:
+    """Run cycles until SIGTERM/SIGINT; a cycle in progress always completes first."""
+    import logging
+    import random
+
+    from syncd.engine import Engine
+
+    log = logging.getLogger("syncd")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        del frame
+        log.info("received %s; stopping after the current cycle", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    interval = min((s.refresh for s in config.secrets), default=config.defaults.refresh)
+    engine = Engine(config)
+    log.info("syncd started: %d secrets, checking every %.0fs", len(config.secrets), interval)
+    try:
+        while not stop.is_set():
+            result = engine.run_cycle()
+            for item in result.items:
+                if item.error:
+                    log.error("%s: %s", item.name, item.error)
+                elif item.action != "unchanged":
+                    log.info("%s: %s v%s", item.name, item.action, item.version)
+            stop.wait(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not crypto
+    finally:
+        engine.close()
+    return EXIT_OK

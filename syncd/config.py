@@ -1,0 +1,457 @@
+"""The config file: YAML, validated with pydantic, with errors that point at file and line.
+
+Loading happens in two passes so that plugins own their settings. Pass one validates the
+shape every config shares (``providers``, ``target``, ``defaults``, ``secrets``) with each
+provider block, the target block and each reference kept loose. Pass two validates every
+provider block and reference against the model of its plugin, and asks the target whether
+it can hold each secret. Every problem from both passes is reported with its path
+(``secrets[2].from.provider``) and YAML line, and nothing is written when there is one.
+
+``${VAR}`` and ``${VAR:-default}`` expand environment variables in every string (``$$`` is a
+literal ``$``). No field holds a secret value: credentials are given as files or environment
+variables read by the providers themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from providers.base import Provider, ProviderConfig, Ref
+from syncd.errors import ConfigError, ConfigIssue
+from syncd.registry import PluginError, provider_class, target_class
+from syncd.targets.base import Target, TargetConfig
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """``"90s"``, ``"5m"``, ``"1h30m"`` or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos, total = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match["n"]) * _UNITS[match["unit"]]
+            pos = match.end()
+        if text and pos == len(text):
+            return total
+    raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h30m)")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+            ],
+            "description": "Seconds, or a duration like 30s, 5m, 1h30m.",
+        }
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Defaults(_Strict):
+    """Settings every secret inherits unless it sets its own."""
+
+    refresh: Duration = Field(300.0, description="How often to check the source (e.g. 5m).")
+    keep: int = Field(3, ge=0, description="Old versions kept for rollback after a swap.")
+    timeout: Duration = Field(300.0, description="How long to wait for consumers to converge.")
+
+
+class _LooseBlock(BaseModel):
+    """A plugin block in pass one: only ``type`` is checked, the rest waits for pass two."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+
+class _LooseRef(BaseModel):
+    """A reference in pass one: only ``provider`` is checked."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    provider: str
+
+
+RefT = TypeVar("RefT", bound=BaseModel)
+ProviderT = TypeVar("ProviderT", bound=BaseModel)
+TargetT = TypeVar("TargetT", bound=BaseModel)
+
+Format = Literal["env", "yaml", "json"]
+
+
+class SecretSpec(_Strict, Generic[RefT]):
+    """One logical secret: a single value (``from``) or a bundle of keys (``data``)."""
+
+    name: str = Field(min_length=1, description="Logical name; versions are <name>-v<N>.")
+    from_: RefT | None = Field(None, alias="from", description="Where the single value comes from.")
+    data: dict[str, RefT] | None = Field(None, description="A bundle: key -> where it comes from.")
+    format: Format | None = Field(
+        None, description="Render the bundle into one value (env, yaml or json)."
+    )
+    refresh: Duration | None = None
+    keep: int | None = Field(None, ge=0)
+    timeout: Duration | None = None
+    consumers: Literal["auto"] | list[str] = Field(
+        "auto", description="Who uses this secret: 'auto' (found by reference) or names."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSpec[RefT]:
+        if (self.from_ is None) == (self.data is None):
+            raise ValueError("give exactly one of 'from' (one value) or 'data' (a bundle)")
+        if self.data is not None and not self.data:
+            raise ValueError("'data' needs at least one key")
+        if self.from_ is not None and self.format is not None:
+            raise ValueError("'format' renders a bundle; it needs 'data', not 'from'")
+        return self
+
+
+class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
+    """The whole config file."""
+
+    providers: dict[str, ProviderT] = Field(description="Named secret sources.")
+    target: TargetT = Field(description="Where secrets are written (one per config).")
+    defaults: Defaults = Field(default_factory=Defaults)
+    prune: bool = Field(
+        False,
+        description="Delete managed secrets that are no longer in this config (never on errors).",
+    )
+    secrets: list[SecretSpec[RefT]] = Field(description="The secrets to sync.")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A validated secret with defaults applied and references resolved to provider models."""
+
+    spec: SecretSpec[Any]
+    refs: dict[str, Ref]
+    refresh: float
+    keep: int
+    timeout: float
+
+    @property
+    def name(self) -> str:
+        """The logical name."""
+        return self.spec.name
+
+    @property
+    def single(self) -> bool:
+        """Whether this is a one-value secret (``from``) rather than a bundle."""
+        return self.spec.from_ is not None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, fully validated config."""
+
+    path: Path
+    providers: dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]]
+    target: tuple[type[Target[Any]], TargetConfig]
+    secrets: list[Secret]
+    defaults: Defaults
+    prune: bool
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config are relative to the config file."""
+        return self.path.parent
+
+
+# --------------------------------------------------------------------------- YAML + ${VAR}
+
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+Loc = tuple[str | int, ...]
+
+
+class _Reader:
+    """Builds plain data from a YAML node tree, remembering each path's line number."""
+
+    def __init__(self, filename: str, env: dict[str, str]) -> None:
+        self.filename = filename
+        self.env = env
+        self.lines: dict[Loc, int] = {}
+        self.issues: list[ConfigIssue] = []
+
+    def issue(self, loc: Loc, message: str) -> None:
+        self.issues.append(ConfigIssue(self.filename, format_loc(loc), message, self.line(loc)))
+
+    def line(self, loc: Loc) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def read(self, node: yaml.Node, loc: Loc, loader: yaml.SafeLoader) -> Any:
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node)
+                if not isinstance(key, str):
+                    self.lines[(*loc, str(key))] = key_node.start_mark.line + 1
+                    self.issue((*loc, str(key)), f"key {key!r} must be a string")
+                    continue
+                if key in result:
+                    self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                    self.issue((*loc, key), "duplicate key")
+                    continue
+                result[key] = self.read(value_node, (*loc, key), loader)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(child, (*loc, i), loader) for i, child in enumerate(node.value)]
+        value = loader.construct_object(node)
+        return self.expand(value, loc) if isinstance(value, str) else value
+
+    def expand(self, text: str, loc: Loc) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.issue(loc, f"environment variable {name} is not set (use ${{{name}:-default}})")
+            return ""
+
+        return _VAR.sub(substitute, text)
+
+
+def format_loc(loc: Loc) -> str:
+    """``('secrets', 2, 'from', 'provider')`` -> ``secrets[2].from.provider``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, _Reader]:
+    reader = _Reader(str(path), env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigIssue(str(path), "", f"can't read config: {exc.strerror}")]
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", "config is not UTF-8 text")]) from exc
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError([ConfigIssue(str(path), "", "config is empty")])
+        data = reader.read(node, (), loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(str(path), "", f"invalid YAML: {problem}", line)]) from exc
+    finally:
+        loader.dispose()
+    return data, reader
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _add_validation_issues(reader: _Reader, exc: ValidationError, prefix: Loc = ()) -> None:
+    for err in exc.errors(include_url=False):
+        loc = (*prefix, *err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        reader.issue(loc, message)
+
+
+def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Config:
+    """Load and fully validate a config file, or raise ``ConfigError`` listing every problem."""
+    path = Path(path).absolute()
+    data, reader = _read_yaml(path, dict(os.environ) if env is None else env)
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(str(path), "", "config must be a mapping at the top level")])
+    try:
+        loose = ConfigFile[_LooseRef, _LooseBlock, _LooseBlock].model_validate(data)
+    except ValidationError as exc:
+        _add_validation_issues(reader, exc)
+        raise ConfigError(reader.issues) from exc
+
+    providers = _validate_providers(reader, loose)
+    target = _validate_target(reader, loose)
+    secrets = _validate_secrets(reader, loose, providers, target)
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    assert target is not None  # an invalid target always adds an issue
+    return Config(
+        path=path,
+        providers=providers,
+        target=target,
+        secrets=secrets,
+        defaults=loose.defaults,
+        prune=loose.prune,
+        raw=data,
+    )
+
+
+def _plugin_block(
+    reader: _Reader, block: _LooseBlock, loc: Loc, kind: str
+) -> tuple[type[Any], Any] | None:
+    try:
+        cls = provider_class(block.type) if kind == "provider" else target_class(block.type)
+    except PluginError as exc:
+        reader.issue((*loc, "type"), str(exc))
+        return None
+    try:
+        return cls, cls.config_model.model_validate(block.model_dump())
+    except ValidationError as exc:
+        _add_validation_issues(reader, exc, loc)
+        return None
+
+
+def _validate_providers(
+    reader: _Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
+) -> dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]]:
+    result = {}
+    for name, block in loose.providers.items():
+        validated = _plugin_block(reader, block, ("providers", name), "provider")
+        if validated is not None:
+            result[name] = validated
+    return result
+
+
+def _validate_target(
+    reader: _Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
+) -> tuple[type[Target[Any]], TargetConfig] | None:
+    return _plugin_block(reader, loose.target, ("target",), "target")
+
+
+def _validate_secrets(
+    reader: _Reader,
+    loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock],
+    providers: dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]],
+    target: tuple[type[Target[Any]], TargetConfig] | None,
+) -> list[Secret]:
+    secrets: list[Secret] = []
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(loose.secrets):
+        loc: Loc = ("secrets", index)
+        if spec.name in seen:
+            reader.issue(
+                (*loc, "name"),
+                f"duplicate secret name {spec.name!r} (also secrets[{seen[spec.name]}])",
+            )
+            continue
+        seen[spec.name] = index
+        if spec.from_ is not None:
+            raw_refs = {spec.name: (spec.from_, (*loc, "from"))}
+        else:
+            raw_refs = {k: (r, (*loc, "data", k)) for k, r in (spec.data or {}).items()}
+        refs: dict[str, Ref] = {}
+        for key, (raw, ref_loc) in raw_refs.items():
+            ref = _resolve_ref(reader, raw, ref_loc, loose, providers)
+            if ref is not None:
+                refs[key] = ref
+        if target is not None:
+            target_cls = target[0]
+            for problem in target_cls.validate_spec(spec, target[1]):
+                reader.issue(loc, problem)
+        if len(refs) == len(raw_refs):
+            defaults = loose.defaults
+            secrets.append(
+                Secret(
+                    spec=spec,
+                    refs=refs,
+                    refresh=spec.refresh if spec.refresh is not None else defaults.refresh,
+                    keep=spec.keep if spec.keep is not None else defaults.keep,
+                    timeout=spec.timeout if spec.timeout is not None else defaults.timeout,
+                )
+            )
+    return secrets
+
+
+def _resolve_ref(
+    reader: _Reader,
+    raw: _LooseRef,
+    loc: Loc,
+    loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock],
+    providers: dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]],
+) -> Ref | None:
+    if raw.provider not in loose.providers:
+        known = ", ".join(sorted(loose.providers)) or "none defined"
+        reader.issue((*loc, "provider"), f"unknown provider {raw.provider!r} (known: {known})")
+        return None
+    if raw.provider not in providers:
+        return None  # its block already has an issue
+    cls = providers[raw.provider][0]
+    try:
+        return cls.ref_model.model_validate(raw.model_dump())
+    except ValidationError as exc:
+        _add_validation_issues(reader, exc, loc)
+        return None
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file, covering every provider and target available here."""
+    from syncd.registry import available_provider_types, available_target_types
+
+    provider_models = [cls.config_model for cls in available_provider_types().values()]
+    target_models = [cls.config_model for cls in available_target_types().values()]
+    ref_models = sorted(
+        {cls.ref_model for cls in available_provider_types().values()}, key=lambda m: m.__name__
+    )
+    provider_union: Any = Annotated[_union(provider_models), Field(discriminator="type")]
+    target_union: Any = Annotated[_union(target_models), Field(discriminator="type")]
+    ref_union: Any = _union(ref_models)
+    model: type[BaseModel] = ConfigFile[ref_union, provider_union, target_union]
+    schema: dict[str, Any] = model.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "syncd config"
+    return schema
+
+
+def _union(models: Sequence[type[BaseModel]]) -> Any:
+    result: Any = models[0]
+    for model in models[1:]:
+        result = result | model
+    return result

@@ -1,0 +1,609 @@
+"""The reconcile engine: plan, then apply, speaking only the provider and target interfaces.
+
+One cycle, as data flows::
+
+    providers: what changed? (versions, batched) -> fetch only what changed (batched)
+    -> render bundle -> keyed fingerprint -> compare with the current version's labels
+    -> no change: nothing written
+    -> change: create version N+1 -> repoint consumers -> wait converged -> collect old versions
+
+Every step is per secret: an error is recorded on that secret's ``PlanItem`` and the others go
+on. Every step is idempotent, and each cycle also repairs what an interrupted one left: a
+consumer still on an old version is repointed, and versions beyond ``keep`` are collected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from providers.base import Provider, ProviderContext, Ref
+from syncd.calls import CallCounter
+from syncd.config import Config, Secret
+from syncd.errors import ProviderError, SyncdError, TargetError
+from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
+from syncd.model import Consumer, Fetched, NewVersion, PlanItem, VersionInfo
+from syncd.redact import REDACTOR, Redactor
+from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
+
+log = logging.getLogger("syncd.engine")
+
+#: Retry a failed swap after 30 s, doubling up to 30 min, with +-20% jitter.
+BACKOFF_BASE = 30.0
+BACKOFF_CAP = 1800.0
+
+
+@dataclass
+class CycleResult:
+    """What one cycle decided and did."""
+
+    items: list[PlanItem]
+    calls: dict[str, dict[str, int]]
+    target_writes: int
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No secret failed."""
+        return all(item.error is None for item in self.items)
+
+    @property
+    def changed(self) -> bool:
+        """Something was (or, in a dry run, would be) written."""
+        return any(item.changes for item in self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--output json`` document (never a value or fingerprint)."""
+        return {
+            "secrets": [
+                {
+                    "name": i.name,
+                    "action": i.action,
+                    "version": i.version,
+                    "changed_keys": i.changed_keys,
+                    "consumers": i.consumers,
+                    "deleted": i.deleted,
+                    "error": i.error,
+                }
+                for i in self.items
+            ],
+            "provider_calls": {
+                k: v for k, v in self.calls.items() if k not in (TARGET_COUNTER, TARGET_READS)
+            },
+            "target_calls": {
+                "read": self.calls.get(TARGET_READS, {}),
+                "write": self.calls.get(TARGET_COUNTER, {}),
+            },
+            "target_writes": self.target_writes,
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass
+class _Work:
+    """Per-secret scratch state during one cycle."""
+
+    secret: Secret
+    item: PlanItem
+    versions: list[VersionInfo]
+    tokens: dict[str, str | None] = field(default_factory=dict)
+    values: dict[str, Fetched] = field(default_factory=dict, repr=False)
+    new: NewVersion | None = None
+    current: VersionInfo | None = None
+    consumers: list[Consumer] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        if self.item.error is None:
+            self.item.error = REDACTOR.redact(message)
+            self.item.action = "error"
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    until: float = 0.0
+
+
+class Engine:
+    """Owns the provider and target instances for one loaded config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        calls: CallCounter | None = None,
+        redactor: Redactor = REDACTOR,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.calls = calls or CallCounter()
+        self.redactor = redactor
+        self.clock = clock
+        self._providers: dict[str, Provider[Any, Any] | ProviderError] = {}
+        target_cls, target_config = config.target
+        self.target: Target[Any] = target_cls(
+            target_config, context=TargetContext(base_dir=config.base_dir, calls=self.calls)
+        )
+        self._key: bytes | None = None
+        # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
+        # version id moved (a touched file, a re-put value) is not fetched again
+        self._seen: dict[str, tuple[str, str]] = {}
+        self._backoff: dict[str, _Backoff] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close every provider and the target."""
+        for provider in self._providers.values():
+            if isinstance(provider, Provider):
+                provider.close()
+        self.target.close()
+
+    def provider(self, name: str) -> Provider[Any, Any] | ProviderError:
+        """The provider instance for a name, created on first use (errors are remembered)."""
+        if name not in self._providers:
+            cls, cfg = self.config.providers[name]
+            context = ProviderContext(name=name, base_dir=self.config.base_dir, calls=self.calls)
+            try:
+                self._providers[name] = cls(cfg, context=context)
+            except SyncdError as exc:
+                self._providers[name] = ProviderError(name, cls.type_name, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one broken provider must not stop the rest
+                self._providers[name] = ProviderError(
+                    name, cls.type_name, f"can't start: {type(exc).__name__}: {exc}"
+                )
+        return self._providers[name]
+
+    # ------------------------------------------------------------------ the cycle
+
+    def run_cycle(
+        self, *, dry_run: bool = False, names: Iterable[str] | None = None
+    ) -> CycleResult:
+        """Plan and (unless ``dry_run``) apply one reconcile pass."""
+        wanted = set(names) if names is not None else None
+        secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        before = self.calls.total(TARGET_COUNTER)
+        try:
+            items = self._cycle(secrets, dry_run=dry_run, prune=wanted is None)
+        finally:
+            self.redactor.clear()
+        return CycleResult(
+            items=items,
+            calls=self.calls.snapshot(),
+            target_writes=self.calls.total(TARGET_COUNTER) - before,
+            dry_run=dry_run,
+        )
+
+    def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
+        try:
+            existing = self.target.list_versions([s.name for s in secrets])
+        except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
+            message = f"target unavailable: {_describe(exc)}"
+            return [PlanItem(s.name, "error", error=self.redactor.redact(message)) for s in secrets]
+        works = [
+            _Work(s, PlanItem(s.name, "unchanged"), sorted(existing.get(s.name, []), key=_ver))
+            for s in secrets
+        ]
+        for work in works:
+            work.current = work.versions[-1] if work.versions else None
+            work.item.version = work.current.version if work.current else None
+        key = self._hmac_key(dry_run=dry_run)
+        if key is None:
+            for work in works:
+                work.fail("fingerprint key unavailable from the target")
+            return [w.item for w in works]
+
+        self._collect_tokens(works)
+        self._fetch_changed(works)
+        self._render(works, key)
+        self._plan_consumers(works)
+        orphans = self._orphans(existing, secrets) if prune and self.config.prune else {}
+        items = [w.item for w in works] + [
+            PlanItem(name, "delete", version=v[-1].version) for name, v in sorted(orphans.items())
+        ]
+        if dry_run:
+            return items
+        if any(w.new for w in works) and self._key is None:
+            self._store_key(key, works)
+        self._create(works)
+        converged, moved = self._repoint_and_wait(works)
+        self._collect(works, converged, moved)
+        self._prune(orphans, items)
+        return items
+
+    # ------------------------------------------------------------------ steps
+
+    def _hmac_key(self, *, dry_run: bool) -> bytes | None:
+        if self._key is not None:
+            return self._key
+        try:
+            stored = self.target.load_key()
+        except Exception as exc:  # noqa: BLE001 - reported on every secret by the caller
+            log.error("can't read the fingerprint key from the target: %s", _describe(exc))
+            return None
+        if stored is not None:
+            self._key = stored
+            return stored
+        if dry_run:
+            log.info("no fingerprint key in the target yet; a real run will create one")
+        return new_key()
+
+    def _store_key(self, key: bytes, works: Sequence[_Work]) -> None:
+        if any(w.versions for w in works):
+            log.warning(
+                "the fingerprint key is missing from the target but versions exist; "
+                "every secret will get a new version once"
+            )
+        try:
+            self.target.store_key(key)
+            self._key = key
+        except Exception as exc:  # noqa: BLE001
+            for work in works:
+                if work.new is not None:
+                    work.fail(f"can't store the fingerprint key: {_describe(exc)}")
+                    work.new = None
+
+    def _by_provider(self, works: Iterable[_Work]) -> dict[str, list[tuple[_Work, str, Ref]]]:
+        grouped: dict[str, list[tuple[_Work, str, Ref]]] = defaultdict(list)
+        for work in works:
+            for key, ref in work.secret.refs.items():
+                grouped[ref.provider].append((work, key, ref))
+        return grouped
+
+    def _call_provider(
+        self, name: str, entries: list[tuple[_Work, str, Ref]], method: str
+    ) -> dict[Ref, Any]:
+        """Call ``versions`` or ``fetch`` once per provider; any failure lands on its refs."""
+        provider = self.provider(name)
+        refs = list(dict.fromkeys(ref for _, _, ref in entries))
+        if isinstance(provider, ProviderError):
+            return dict.fromkeys(refs, provider)
+        try:
+            return dict(getattr(provider, method)(refs))
+        except ProviderError as exc:
+            return dict.fromkeys(refs, exc)
+        except Exception as exc:  # noqa: BLE001 - isolate the provider, keep the others
+            error = ProviderError(name, "all references", _describe(exc))
+            return dict.fromkeys(refs, error)
+
+    def _collect_tokens(self, works: Sequence[_Work]) -> None:
+        for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
+            results = self._call_provider(name, entries, "versions")
+            for work, key, ref in entries:
+                result = results.get(ref)
+                if isinstance(result, ProviderError):
+                    work.fail(str(result))
+                else:
+                    work.tokens[key] = result
+
+    def _needs_fetch(self, work: _Work) -> bool:
+        if work.item.error is not None:
+            return False
+        source = self._source(work.secret, work.tokens)
+        if source is None or work.current is None:
+            return True
+        if source == work.current.source:
+            return False
+        return self._seen.get(work.secret.name) != (source, work.current.fingerprint)
+
+    def _fetch_changed(self, works: Sequence[_Work]) -> None:
+        todo = [w for w in works if self._needs_fetch(w)]
+        for name, entries in self._by_provider(todo).items():
+            results = self._call_provider(name, entries, "fetch")
+            for work, key, ref in entries:
+                result = results.get(ref)
+                if result is None:
+                    result = ProviderError(name, ref.describe(), "provider returned no value")
+                if isinstance(result, ProviderError):
+                    work.fail(str(result))
+                    continue
+                self.redactor.register(result.value)
+                work.values[key] = result
+
+    def _render(self, works: Sequence[_Work], key: bytes) -> None:
+        for work in works:
+            if work.item.error is not None or not work.values:
+                continue
+            secret = work.secret
+            tokens = {
+                k: (f.token if f.token is not None else work.tokens.get(k))
+                for k, f in work.values.items()
+            }
+            source = self._source(secret, tokens) or ""
+            try:
+                data = render(secret, {k: f.value for k, f in work.values.items()})
+            except ValueError as exc:
+                work.fail(str(exc))
+                continue
+            fingerprint = bundle_fingerprint(key, data)
+            keys = key_fingerprints(key, data)
+            current = work.current
+            if current is not None and current.fingerprint == fingerprint:
+                self._seen[secret.name] = (source, fingerprint)
+                continue
+            work.item.action = "update" if current else "create"
+            work.item.version = (current.version if current else 0) + 1
+            work.item.changed_keys = sorted(
+                k
+                for k in set(keys) | set(current.keys if current else {})
+                if current is None or keys.get(k) != current.keys.get(k)
+            )
+            work.new = NewVersion(
+                secret=secret.name,
+                version=work.item.version,
+                data=data,
+                fingerprint=fingerprint,
+                keys=keys,
+                source=source,
+                created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+
+    def _plan_consumers(self, works: Sequence[_Work]) -> None:
+        if not self.target.has_consumers:
+            return
+        live = [w for w in works if w.item.error is None]
+        try:
+            found = self.target.find_consumers(
+                [w.secret.spec for w in live], {w.secret.name: w.versions for w in live}
+            )
+        except Exception as exc:  # noqa: BLE001 - consumers unknown: no secret may swap
+            for work in live:
+                work.fail(f"can't list consumers: {_describe(exc)}")
+            return
+        for work in live:
+            result = found.get(work.secret.name, [])
+            if isinstance(result, TargetError):
+                work.fail(str(result))
+                continue
+            work.consumers = result
+            stale = self._stale_consumers(work)
+            work.item.consumers = sorted(c.label for c in stale)
+            if stale and work.new is None:
+                backoff = self._backoff.get(work.secret.name)
+                if backoff and backoff.until > self.clock():
+                    wait = int(backoff.until - self.clock())
+                    work.fail(f"swap failed earlier; retrying in {wait}s")
+                else:
+                    work.item.action = "repoint"
+                    for consumer in stale:
+                        if consumer.refs.get(work.secret.name):
+                            log.warning(
+                                "%s references an old version of %s; repointing it",
+                                consumer.label,
+                                work.secret.name,
+                            )
+
+    def _stale_consumers(self, work: _Work) -> list[Consumer]:
+        """Consumers referencing something other than the version this cycle ends on."""
+        target_object = self._final_object(work)
+        return [
+            c
+            for c in work.consumers
+            if any(obj != target_object for obj in c.refs.get(work.secret.name, ()))
+        ]
+
+    @staticmethod
+    def _final_object(work: _Work) -> str | None:
+        if work.new is not None:
+            return None  # not created yet: every current reference is stale
+        return work.current.object_name if work.current else None
+
+    def _create(self, works: Sequence[_Work]) -> None:
+        pending = [w for w in works if w.new is not None and w.item.error is None]
+        if not pending:
+            return
+        try:
+            results = self.target.create_versions([w.new for w in pending if w.new])
+        except Exception as exc:  # noqa: BLE001 - nothing was created for any of them
+            for work in pending:
+                work.fail(f"can't create version: {_describe(exc)}")
+            return
+        for work in pending:
+            result = results.get(work.secret.name)
+            if isinstance(result, VersionInfo):
+                work.versions.append(result)
+                work.current = result
+                work.new = None
+                log.info("created %s version %d", work.secret.name, result.version)
+            else:
+                work.fail(f"can't create version: {result or 'target returned nothing'}")
+
+    def _repoint_and_wait(self, works: Sequence[_Work]) -> tuple[set[str], set[str]]:
+        """Repoint each stale consumer once (all its secrets together), then wait for all.
+
+        Returns the secrets whose consumers all run the current version, and the labels of
+        the consumers that moved and converged this cycle.
+        """
+        swaps: dict[str, dict[str, VersionInfo]] = defaultdict(dict)
+        consumers: dict[str, Consumer] = {}
+        secrets_of: dict[str, set[str]] = defaultdict(set)
+        for work in works:
+            if work.item.error is not None or work.current is None:
+                continue
+            for consumer in self._stale_consumers(work):
+                consumers[consumer.label] = consumer
+                secrets_of[consumer.label].add(work.secret.name)
+                for obj in consumer.refs.get(work.secret.name, ()):
+                    if obj != work.current.object_name:
+                        swaps[consumer.label][obj] = work.current
+        by_name = {w.secret.name: w for w in works}
+        failed: set[str] = set()
+        moved: set[str] = set()
+        repointed: list[Consumer] = []
+        for label, consumer in consumers.items():
+            try:
+                self.target.repoint(consumer, swaps[label])
+                repointed.append(consumer)
+            except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
+                for name in secrets_of[label]:
+                    by_name[name].fail(f"can't repoint {label}: {_describe(exc)}")
+                    failed.add(name)
+        if repointed:
+            timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
+            try:
+                results = self.target.wait_converged(repointed, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001
+                results = {c.label: TargetError(_describe(exc)) for c in repointed}  # type: ignore[misc]
+            for consumer in repointed:
+                error = results.get(consumer.label)
+                if error is None:
+                    moved.add(consumer.label)
+                else:
+                    for name in secrets_of[consumer.label]:
+                        by_name[name].fail(f"{consumer.label} did not converge: {error}")
+                        failed.add(name)
+        for name in failed:
+            backoff = self._backoff.setdefault(name, _Backoff())
+            backoff.failures += 1
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (backoff.failures - 1))
+            backoff.until = self.clock() + delay * random.uniform(0.8, 1.2)  # noqa: S311
+        ok = set()
+        for work in works:
+            if work.item.error is None and work.current is not None:
+                self._backoff.pop(work.secret.name, None)
+                ok.add(work.secret.name)
+        return ok, moved
+
+    def _collect(self, works: Sequence[_Work], converged: set[str], moved: set[str]) -> None:
+        if not self.target.collects_versions:
+            return
+        candidates = {
+            w.secret.name: self._gc_candidates(w, moved)
+            for w in works
+            if w.secret.name in converged
+        }
+        if not any(candidates.values()):
+            return
+        try:
+            protected = self.target.protected()
+        except Exception as exc:  # noqa: BLE001 - without the protected set nothing is deleted
+            log.warning("skipping garbage collection: %s", _describe(exc))
+            return
+        by_name = {w.secret.name: w for w in works}
+        for name, old in candidates.items():
+            for version in old:
+                if version.object_name in protected:
+                    log.info(
+                        "keeping %s: a consumer can still roll back to it", version.object_name
+                    )
+                    continue
+                try:
+                    if self.target.delete_version(version):
+                        by_name[name].item.deleted.append(version.object_name)
+                    else:
+                        log.info("keeping %s: still in use (not yet)", version.object_name)
+                except Exception as exc:  # noqa: BLE001 - GC retries next cycle
+                    log.warning("can't delete %s: %s", version.object_name, _describe(exc))
+
+    @staticmethod
+    def _gc_candidates(work: _Work, moved: set[str]) -> list[VersionInfo]:
+        """Versions older than the current one beyond ``keep`` that no consumer references.
+
+        A consumer that moved to the current version this cycle no longer references what it
+        had; every other consumer's references are spared whatever the target says.
+        """
+        if work.current is None:
+            return []
+        older = [v for v in work.versions if v.version < work.current.version]
+        doomed = older[: max(0, len(older) - work.secret.keep)]
+        referenced = {
+            obj
+            for c in work.consumers
+            if c.label not in moved
+            for obj in c.refs.get(work.secret.name, ())
+        }
+        return [v for v in doomed if v.object_name not in referenced]
+
+    def _orphans(
+        self, existing: dict[str, list[VersionInfo]], secrets: Sequence[Secret]
+    ) -> dict[str, list[VersionInfo]]:
+        names = {s.name for s in secrets}
+        return {n: v for n, v in existing.items() if n not in names and v}
+
+    def _prune(self, orphans: dict[str, list[VersionInfo]], items: list[PlanItem]) -> None:
+        if not orphans:
+            return
+        protected = self.target.protected()
+        by_name = {i.name: i for i in items}
+        for name, versions in orphans.items():
+            for version in versions:
+                if version.object_name in protected:
+                    by_name[name].error = f"{version.object_name} is still referenced; not deleted"
+                    continue
+                if self.target.delete_version(version):
+                    by_name[name].deleted.append(version.object_name)
+                else:
+                    by_name[name].error = f"{version.object_name} is in use; not deleted"
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _source(secret: Secret, tokens: dict[str, str | None]) -> str | None:
+        """The value-free source reference stored in labels: each ref and its version id."""
+        parts: dict[str, str] = {}
+        for key, ref in secret.refs.items():
+            token = tokens.get(key)
+            if token is None:
+                return None
+            decode = f"|{ref.decode}" if ref.decode else ""
+            parts[key] = f"{ref.describe()}{decode}@{token}"
+        if secret.spec.format:
+            parts["~format"] = secret.spec.format
+        return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+def _ver(version: VersionInfo) -> int:
+    return version.version
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyncdError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def render(secret: Secret, values: dict[str, bytes]) -> dict[str, bytes]:
+    """The bundle a target stores: ``{key: bytes}``, or one rendered value with ``format``."""
+    fmt = secret.spec.format
+    if fmt is None:
+        return dict(values)
+    texts: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            texts[key] = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"key {key!r} is binary; format {fmt} needs text") from exc
+    if fmt == "json":
+        body = json.dumps(texts, indent=2, sort_keys=True) + "\n"
+    elif fmt == "yaml":
+        body = yaml.safe_dump(texts, default_flow_style=False, sort_keys=True)
+    else:
+        body = render_env(texts)
+    return {secret.name: body.encode("utf-8")}
+
+
+def render_env(values: dict[str, str]) -> str:
+    """``KEY=value`` lines; values with spaces, quotes or newlines are double-quoted."""
+    lines = []
+    for key in sorted(values):
+        value = values[key]
+        if value and all(c.isalnum() or c in "-_./:@+=,%^~" for c in value):
+            lines.append(f"{key}={value}")
+        else:
+            escaped = (
+                value.replace("\\", "\\\\")
+                .replace('"', '\\"')
+                .replace("\n", "\\n")
+                .replace("$", "\\$")
+            )
+            lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"

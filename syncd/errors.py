@@ -1,0 +1,59 @@
+"""Error types with messages a user can act on.
+
+Every message names where the problem is (config file and place, provider and path, or the
+target object) and never carries a secret value: values only ever travel as ``bytes`` inside
+the engine, and nothing here formats one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SyncdError(Exception):
+    """Base for every error syncd reports to a user."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file: where it is and what is wrong."""
+
+    file: str
+    location: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        place = f" {self.location}:" if self.location else ""
+        return f"{where}:{place} {self.message}"
+
+
+class ConfigError(SyncdError):
+    """The config is invalid; carries every issue found so a user can fix them in one go."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class ProviderError(SyncdError):
+    """A provider could not answer for one reference (auth, missing, network, throttled...)."""
+
+    def __init__(self, provider: str, ref: str, message: str, *, transient: bool = False) -> None:
+        self.provider = provider
+        self.ref = ref
+        self.transient = transient
+        super().__init__(f"provider {provider!r}, {ref}: {message}")
+
+
+class TargetError(SyncdError):
+    """The target refused or failed an operation."""
+
+
+class ConvergenceError(TargetError):
+    """A consumer did not converge on a new version (timeout, paused, rolled back)."""
+
+
+class InUseError(TargetError):
+    """A version cannot be deleted yet because something still references it."""

@@ -1,0 +1,44 @@
+"""Keyed fingerprints of secret bundles.
+
+A bare hash of a short password can be brute-forced by anyone who can list secrets, so a
+fingerprint is an HMAC-SHA256 under a per-installation key that lives in the target (created
+on first run). The encoding is length-prefixed so ``{"ab": "c"}`` and ``{"a": "bc"}`` never
+collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+KEY_BYTES = 32
+KEY_FINGERPRINT_CHARS = 32
+
+
+def new_key() -> bytes:
+    """A fresh random HMAC key."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def _frame(part: bytes) -> bytes:
+    return len(part).to_bytes(8, "big") + part
+
+
+def bundle_fingerprint(key: bytes, data: dict[str, bytes]) -> str:
+    """HMAC over the whole bundle, independent of key order."""
+    mac = hmac.new(key, b"syncd-bundle-v1", hashlib.sha256)
+    for name in sorted(data):
+        mac.update(_frame(name.encode("utf-8")))
+        mac.update(_frame(data[name]))
+    return mac.hexdigest()
+
+
+def key_fingerprints(key: bytes, data: dict[str, bytes]) -> dict[str, str]:
+    """A short HMAC per bundle key, so a plan can say which keys changed (never their values)."""
+    return {
+        name: hmac.new(
+            key, b"syncd-key-v1" + _frame(name.encode("utf-8")) + _frame(value), hashlib.sha256
+        ).hexdigest()[:KEY_FINGERPRINT_CHARS]
+        for name, value in sorted(data.items())
+    }

@@ -1,0 +1,1 @@
+"""Targets: where secrets land. One module per target, each implementing ``targets.base.Target``."""

@@ -1,0 +1,133 @@
+"""The one interface every target implements.
+
+A target answers "which versions exist" and "which consumers use them" from its own labels
+(state lives in the target, no local database) and performs the four writes of a swap:
+create a version, repoint a consumer, wait for it to converge, delete an old version.
+
+All writes go through methods here so the engine can count them and a dry run can refuse
+them. A target must make each write idempotent: the engine may repeat any step after a crash.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from syncd.calls import CallCounter
+from syncd.errors import ConvergenceError, TargetError
+from syncd.model import Consumer, NewVersion, VersionInfo
+
+if TYPE_CHECKING:
+    from syncd.config import SecretSpec
+
+#: The component name under which target writes are counted.
+TARGET_COUNTER = "target"
+#: The component name under which target reads are counted.
+TARGET_READS = "target-read"
+
+
+class TargetConfig(BaseModel):
+    """Base of the ``target:`` block. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target gets from the process: where relative paths start, and counters."""
+
+    base_dir: Path
+    calls: CallCounter
+
+
+C = TypeVar("C", bound=TargetConfig)
+
+
+class Target(ABC, Generic[C]):
+    """A place secrets are written to. Subclasses set the class attributes."""
+
+    type_name: ClassVar[str]
+    config_model: ClassVar[type[TargetConfig]]
+    #: Whether the target has consumers to repoint (files: no, the path itself is stable).
+    has_consumers: ClassVar[bool] = True
+    #: Whether the engine should delete versions beyond ``keep`` (files prunes generations).
+    collects_versions: ClassVar[bool] = True
+
+    def __init__(self, config: C, *, context: TargetContext) -> None:
+        self.config = config
+        self.context = context
+
+    def count_write(self, operation: str, n: int = 1) -> None:
+        """Count a write to the target (``target_writes`` in ``--output json``)."""
+        self.context.calls.count(TARGET_COUNTER, operation, n)
+
+    def count_read(self, operation: str, n: int = 1) -> None:
+        """Count a read of the target (``target_calls.read`` in ``--output json``)."""
+        self.context.calls.count(TARGET_READS, operation, n)
+
+    @classmethod
+    def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
+        """Problems that make ``spec`` impossible for this target (checked at config load).
+
+        Each entry is a sentence saying what is wrong, e.g. a name the target can't hold.
+        Runs without connecting anywhere, so ``syncd check`` works offline.
+        """
+        del spec, config
+        return []
+
+    @abstractmethod
+    def load_key(self) -> bytes | None:
+        """The installation's fingerprint HMAC key, or ``None`` if none was stored yet."""
+
+    @abstractmethod
+    def store_key(self, key: bytes) -> None:
+        """Persist a newly generated HMAC key (first run only)."""
+
+    @abstractmethod
+    def list_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
+        """Every managed version of the given logical secrets, oldest first (one listing)."""
+
+    @abstractmethod
+    def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
+        """Create the given versions; one result per secret name."""
+
+    def find_consumers(
+        self, specs: Sequence[SecretSpec[Any]], versions: Mapping[str, list[VersionInfo]]
+    ) -> dict[str, list[Consumer] | TargetError]:
+        """Consumers of each secret, with which versions they reference (one listing)."""
+        del versions
+        return {spec.name: [] for spec in specs}
+
+    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+        """Point ``consumer`` at new versions: ``swaps`` maps an old object name to its successor.
+
+        One update per consumer, however many of its secrets changed.
+        """
+        raise TargetError(f"{self.type_name} target has no consumers to repoint ({consumer.label})")
+
+    def wait_converged(
+        self, consumers: Sequence[Consumer], *, timeout: float
+    ) -> dict[str, ConvergenceError | None]:
+        """Wait until each consumer runs its new spec; result keyed by ``Consumer.label``."""
+        del timeout
+        return {c.label: None for c in consumers}
+
+    def protected(self) -> set[str]:
+        """Object names that must never be deleted (e.g. referenced by a rollback spec)."""
+        return set()
+
+    def delete_version(self, version: VersionInfo) -> bool:
+        """Delete one old version; ``False`` when the target says it is still in use."""
+        raise TargetError(
+            f"{self.type_name} target does not delete single versions ({version.object_name})"
+        )
+
+    def close(self) -> None:
+        """Release connections."""
