@@ -24,6 +24,7 @@ from syncd.errors import ProviderError
 from syncd.model import Fetched
 
 FileFormat = Literal["yaml", "env", "json"]
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BY_SUFFIX: dict[str, FileFormat] = {
     ".yaml": "yaml",
     ".yml": "yaml",
@@ -138,7 +139,7 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
                 raise FileFormatError(f"line {exc.lineno}: invalid JSON: {exc.msg}") from exc
         else:
             try:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
             except yaml.YAMLError as exc:
                 mark = getattr(exc, "problem_mark", None)
                 where = f"line {mark.line + 1}: " if mark is not None else ""

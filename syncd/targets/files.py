@@ -23,6 +23,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -45,6 +46,8 @@ KEY_FILE = "..syncd-key"
 TMP_PREFIX = "..tmp-"
 GEN_PREFIX = ".."
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+#: Bundle outputs may be dotfiles (``.env``) but never start with ``..`` (syncd's own names).
+_OUTPUT_NAME = re.compile(r"^(?!\.\.)[A-Za-z0-9_.][A-Za-z0-9._-]{0,254}$")
 
 
 class FilesTargetConfig(TargetConfig):
@@ -83,7 +86,7 @@ class FilesTargetConfig(TargetConfig):
     @field_validator("env_file", "yaml_file")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME.match(value):
+        if value is not None and not _OUTPUT_NAME.match(value):
             raise ValueError(f"{value!r} must be a plain file name inside the directory")
         return value
 
@@ -228,15 +231,15 @@ class FilesTarget(Target[FilesTargetConfig]):
         stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
         changed = {item.secret: item for item in items}
-        # unchanged secrets are carried over from the current generation
+        # unchanged secrets are carried over from the current generation as hard links:
+        # files are never modified in place, so sharing inodes is safe and costs no I/O
         for name in entries:
             if name not in changed:
                 src = old_gen / name
-                dst = tmp / name
                 if src.is_dir():
-                    shutil.copytree(src, dst, copy_function=shutil.copy2)
+                    shutil.copytree(src, tmp / name, copy_function=self._carry)
                 elif src.exists():
-                    shutil.copy2(src, dst)
+                    self._carry(src, tmp / name)
         for item in items:
             self._write_secret(tmp, item)
             entries[item.secret] = {
@@ -300,6 +303,12 @@ class FilesTarget(Target[FilesTargetConfig]):
         if self.config.yaml_file:
             text = yaml.safe_dump(values, default_flow_style=False, sort_keys=True)
             self._write_file(folder / self.config.yaml_file, text.encode(), self.config.mode)
+
+    def _carry(self, src: str | Path, dst: str | Path) -> None:
+        """Hard-link an unchanged file into the new generation, fixing its mode if changed."""
+        os.link(src, dst)
+        if stat.S_IMODE(os.stat(dst).st_mode) != self.config.mode:
+            os.chmod(dst, self.config.mode)
 
     def _write_file(self, path: Path, data: bytes, mode: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

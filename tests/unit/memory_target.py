@@ -1,0 +1,160 @@
+"""An in-memory target with consumers, for testing the engine's invariants in isolation.
+
+It models what the engine must respect in Swarm and Kubernetes (consumers that reference
+versions, a rollback spec, convergence that can fail, "in use" deletes) and checks invariant 1
+after every write: a consumer never references a version that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from syncd.config import SecretSpec
+from syncd.errors import ConvergenceError, TargetError
+from syncd.model import Consumer, NewVersion, VersionInfo
+from syncd.targets.base import Target, TargetConfig, TargetContext
+
+
+class MemoryTargetConfig(TargetConfig):
+    type: Literal["memory"]
+    world: str = "default"
+
+
+@dataclass
+class Service:
+    name: str
+    refs: set[str] = field(default_factory=set)
+    previous: set[str] = field(default_factory=set)
+    converge: bool = True
+    keeps_previous: bool = True
+
+
+@dataclass
+class World:
+    """State shared by every MemoryTarget built for the same ``world`` name."""
+
+    key: bytes | None = None
+    objects: dict[str, tuple[VersionInfo, dict[str, bytes]]] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    crash_on: str | None = None
+    in_use: set[str] = field(default_factory=set)
+
+    def check(self) -> None:
+        for svc in self.services.values():
+            for ref in svc.refs | svc.previous:
+                if ref.startswith("managed:") or ref in self.objects:
+                    continue
+                raise AssertionError(f"invariant 1 broken: {svc.name} references missing {ref}")
+
+
+WORLDS: dict[str, World] = {}
+
+
+class Crash(BaseException):
+    """Simulates the process dying mid-cycle (not an Exception: nothing may catch it)."""
+
+
+class MemoryTarget(Target[MemoryTargetConfig]):
+    type_name: ClassVar[str] = "memory"
+    config_model: ClassVar[type[TargetConfig]] = MemoryTargetConfig
+
+    def __init__(self, config: MemoryTargetConfig, *, context: TargetContext) -> None:
+        super().__init__(config, context=context)
+        self.world = WORLDS.setdefault(config.world, World())
+
+    def _step(self, name: str) -> None:
+        self.world.log.append(name)
+        if self.world.crash_on == name:
+            self.world.crash_on = None
+            raise Crash(name)
+
+    @classmethod
+    def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
+        return ["name 'bad name' is not allowed"] if spec.name == "bad name" else []
+
+    def load_key(self) -> bytes | None:
+        return self.world.key
+
+    def store_key(self, key: bytes) -> None:
+        self.count_write("store_key")
+        self.world.key = key
+
+    def list_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
+        result: dict[str, list[VersionInfo]] = {}
+        for info, _ in self.world.objects.values():
+            result.setdefault(info.secret, []).append(info)
+        return result
+
+    def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
+        out: dict[str, VersionInfo | TargetError] = {}
+        for item in items:
+            self._step(f"create {item.secret}-v{item.version}")
+            info = VersionInfo(
+                secret=item.secret,
+                version=item.version,
+                object_name=f"{item.secret}-v{item.version}",
+                fingerprint=item.fingerprint,
+                keys=item.keys,
+                source=item.source,
+                created_at=item.created_at,
+            )
+            self.count_write("create")
+            self.world.objects[info.object_name] = (info, dict(item.data))
+            out[item.secret] = info
+        self.world.check()
+        return out
+
+    def find_consumers(
+        self, specs: Sequence[SecretSpec[Any]], versions: Mapping[str, list[VersionInfo]]
+    ) -> dict[str, list[Consumer] | TargetError]:
+        out: dict[str, list[Consumer] | TargetError] = {}
+        for spec in specs:
+            objs = {v.object_name for v in versions.get(spec.name, [])}
+            found = []
+            for svc in self.world.services.values():
+                mine = frozenset(r for r in svc.refs if r in objs)
+                if mine:
+                    found.append(Consumer("service", svc.name, refs={spec.name: mine}))
+            out[spec.name] = found
+        return out
+
+    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+        self._step(f"repoint {consumer.name}")
+        svc = self.world.services[consumer.name]
+        for new in swaps.values():
+            if new.object_name not in self.world.objects:
+                raise AssertionError(f"repoint to missing {new.object_name}")
+        svc.previous = set(svc.refs) if svc.keeps_previous else set()
+        svc.refs = {swaps[r].object_name if r in swaps else r for r in svc.refs}
+        self.count_write("repoint")
+        self.world.check()
+
+    def wait_converged(
+        self, consumers: Sequence[Consumer], *, timeout: float
+    ) -> dict[str, ConvergenceError | None]:
+        out: dict[str, ConvergenceError | None] = {}
+        for c in consumers:
+            svc = self.world.services[c.name]
+            if svc.converge:
+                out[c.label] = None
+            else:
+                svc.refs, svc.previous = svc.previous, svc.refs  # rolled back
+                out[c.label] = ConvergenceError("update rolled back")
+        return out
+
+    def protected(self) -> set[str]:
+        return {r for svc in self.world.services.values() for r in svc.previous}
+
+    def delete_version(self, version: VersionInfo) -> bool:
+        self._step(f"delete {version.object_name}")
+        if version.object_name in self.world.in_use:
+            return False
+        for svc in self.world.services.values():
+            if version.object_name in svc.refs | svc.previous:
+                raise AssertionError(f"deleted {version.object_name} while referenced")
+        self.count_write("delete")
+        del self.world.objects[version.object_name]
+        return True
