@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -64,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="text", choices=["text", "json"], help="--once output")
     parser.add_argument("--secret", action="append", metavar="NAME", help="only these secrets")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="daemon: serve /metrics, /healthz, /readyz here (overrides daemon.listen; '' = off)",
+    )
     return parser
 
 
@@ -114,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     if args.once:
         return cmd_once(config, dry_run=args.dry_run, output=args.output, names=args.secret)
-    return cmd_daemon(config)
+    return cmd_daemon(args.config, listen=args.listen)
 
 
 def _load(path: str) -> Config | None:
@@ -221,35 +224,18 @@ def _report(result: CycleResult, *, output: str) -> None:
         print(line)
 
 
-def cmd_daemon(config: Config) -> int:
-    """Run cycles until SIGTERM/SIGINT; a cycle in progress always completes first."""
-    import logging
-    import random
+def cmd_daemon(path: str, *, listen: str | None) -> int:
+    """Run the scheduler until SIGTERM/SIGINT; SIGHUP reloads."""
+    from syncd.daemon import Daemon
+    from syncd.errors import ConfigError, SyncdError
 
-    from syncd.engine import Engine
-
-    log = logging.getLogger("syncd")
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: Any) -> None:
-        del frame
-        log.info("received %s; stopping after the current cycle", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    interval = min((s.refresh for s in config.secrets), default=config.defaults.refresh)
-    engine = Engine(config)
-    log.info("syncd started: %d secrets, checking every %.0fs", len(config.secrets), interval)
     try:
-        while not stop.is_set():
-            result = engine.run_cycle()
-            for item in result.items:
-                if item.error:
-                    log.error("%s: %s", item.name, item.error)
-                elif item.action != "unchanged":
-                    log.info("%s: %s v%s", item.name, item.action, item.version)
-            stop.wait(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not crypto
-    finally:
-        engine.close()
-    return EXIT_OK
+        daemon = Daemon(path, listen=listen)
+        daemon.install_signal_handlers()
+        return daemon.run()
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_ERROR

@@ -87,6 +87,25 @@ class Defaults(_Strict):
     timeout: Duration = Field(300.0, description="How long to wait for consumers to converge.")
 
 
+class DaemonSettings(_Strict):
+    """How the long-running daemon schedules, backs off and serves its HTTP endpoints."""
+
+    listen: str | None = Field(
+        "127.0.0.1:9102",
+        description="host:port for /metrics, /healthz and /readyz (null: no HTTP server).",
+    )
+    jitter: float = Field(0.1, ge=0, le=0.5, description="Refresh jitter, a fraction of it.")
+    backoff_min: Duration = Field(10.0, description="First retry delay after a failure.")
+    backoff_max: Duration = Field(600.0, description="Longest retry delay after failures.")
+    stall_margin: Duration = Field(
+        120.0, description="/healthz fails when a cycle is overdue by more than this."
+    )
+    ready_grace: Duration = Field(
+        300.0, description="/readyz fails when secrets have been failing for longer than this."
+    )
+    watch_config: bool = Field(True, description="Reload when the config file changes.")
+
+
 class _LooseBlock(BaseModel):
     """A plugin block in pass one: only ``type`` is checked, the rest waits for pass two."""
 
@@ -143,6 +162,7 @@ class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
     providers: dict[str, ProviderT] = Field(description="Named secret sources.")
     target: TargetT = Field(description="Where secrets are written (one per config).")
     defaults: Defaults = Field(default_factory=Defaults)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     prune: bool = Field(
         False,
         description="Delete managed secrets that are no longer in this config (never on errors).",
@@ -180,6 +200,7 @@ class Config:
     target: tuple[type[Target[Any]], TargetConfig]
     secrets: list[Secret]
     defaults: Defaults
+    daemon: DaemonSettings
     prune: bool
     raw: dict[str, Any] = field(repr=False)
 
@@ -328,6 +349,7 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
         target=target,
         secrets=secrets,
         defaults=loose.defaults,
+        daemon=loose.daemon,
         prune=loose.prune,
         raw=data,
     )

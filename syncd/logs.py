@@ -42,3 +42,7 @@ def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # the SDKs' own INFO chatter ("Found credentials in environment variables", scheduler
+    # job lines) drowns syncd's; their warnings still come through
+    for noisy in ("apscheduler", "botocore", "azure", "urllib3", "kubernetes", "docker"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

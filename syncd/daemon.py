@@ -1,0 +1,334 @@
+"""The long-running daemon: scheduling, error backoff, reload, health and a clean stop.
+
+Secrets are grouped by their ``refresh`` interval and each group is one APScheduler job, so a
+group's provider reads stay batched (one ``ListSecrets`` for all of them, not one per secret).
+Jobs run on a single worker thread: cycles, retries and reloads never overlap, which is what
+keeps the engine's swaps one at a time. ``coalesce`` folds missed runs into one, and
+``misfire_grace_time=None`` runs a late job instead of dropping it.
+
+A failed secret is retried on its own schedule, exponential from ``backoff_min`` to
+``backoff_max`` with jitter, separate from the refresh interval. SIGTERM lets the running
+cycle finish; SIGHUP or a changed config file reloads, validating the new config first and
+keeping the old one on error.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from syncd.config import Config, load_config
+from syncd.engine import Engine
+from syncd.errors import ConfigError, SyncdError
+from syncd.metrics import Metrics
+
+log = logging.getLogger("syncd.daemon")
+
+WATCH_INTERVAL = 2.0
+
+
+@dataclass
+class Health:
+    """What ``/healthz`` and ``/readyz`` decide from; updated by the scheduler thread."""
+
+    started: float = field(default_factory=time.monotonic)
+    intervals: dict[float, float] = field(default_factory=dict)  # interval -> last cycle end
+    failing_since: dict[str, float] = field(default_factory=dict)
+    config_loaded: bool = False
+    running_since: float | None = None
+
+    def stalled(self, *, now: float, margin: float, jitter: float) -> str | None:
+        """Why the loop is stalled, or None: a group is overdue by more than ``margin``."""
+        for interval, last in self.intervals.items():
+            due = last + interval * (1 + jitter)
+            if now > due + margin:
+                return f"the {interval:.0f}s refresh is {now - due:.0f}s overdue"
+        return None
+
+    def unready(self, *, now: float, grace: float) -> str | None:
+        """Why the daemon isn't ready, or None."""
+        if not self.config_loaded:
+            return "no valid config loaded"
+        old = {n: t for n, t in self.failing_since.items() if now - t > grace}
+        if old:
+            return f"failing for over {grace:.0f}s: {', '.join(sorted(old))}"
+        return None
+
+
+class Daemon:
+    """Owns the scheduler, the engine for the current config, and the HTTP endpoints."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        listen: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.clock = clock
+        self.metrics = Metrics()
+        self.health = Health(started=clock())
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self._failures: dict[str, int] = defaultdict(int)
+        self._config_stat: tuple[int, int] | None = None
+        self.config = self._load_initial()
+        self._listen = listen if listen is not None else self.config.daemon.listen
+        self.engine = self._new_engine(self.config)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self.server: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _load_initial(self) -> Config:
+        config = load_config(self.config_path)  # a bad config at start is fatal (exit 1)
+        self._config_stat = self._stat()
+        self.health.config_loaded = True
+        self.metrics.config_loaded.set(1)
+        return config
+
+    def _new_engine(self, config: Config) -> Engine:
+        engine = Engine(config)
+        engine.calls.add_listener(self.metrics.count_call)
+        self.metrics.leader.set(1)
+        return engine
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.config_path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def groups(self) -> dict[float, list[str]]:
+        """Secret names by refresh interval."""
+        grouped: dict[float, list[str]] = defaultdict(list)
+        for secret in self.config.secrets:
+            grouped[secret.refresh].append(secret.name)
+        return dict(grouped)
+
+    def schedule(self) -> None:
+        """(Re)create one job per refresh group, each first running right away."""
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(("group:", "retry:")):
+                job.remove()
+        now = datetime.now().astimezone()
+        self.health.intervals = {}
+        for interval, names in sorted(self.groups().items()):
+            self.health.intervals[interval] = self.clock()
+            self.scheduler.add_job(
+                self.run_group,
+                IntervalTrigger(
+                    seconds=max(interval, 1.0), jitter=interval * self.config.daemon.jitter
+                ),
+                args=[interval, names],
+                id=f"group:{interval:g}",
+                next_run_time=now,
+            )
+
+    # ------------------------------------------------------------------ jobs
+
+    def run_group(self, interval: float | None, names: list[str]) -> None:
+        """One cycle over ``names``; failures get their own backoff retry."""
+        start = self.clock()
+        self.health.running_since = start
+        try:
+            result = self.engine.run_cycle(names=names)
+        finally:
+            self.health.running_since = None
+        end = self.clock()
+        if interval is not None:
+            self.health.intervals[interval] = end
+        self.metrics.observe_cycle(result, seconds=end - start, now=time.time())
+        failed = []
+        for item in result.items:
+            if item.error:
+                log.error("%s: %s", item.name, item.error)
+                self.health.failing_since.setdefault(item.name, end)
+                failed.append(item.name)
+            else:
+                if item.action != "unchanged":
+                    log.info("%s: %s v%s", item.name, item.action, item.version)
+                self.health.failing_since.pop(item.name, None)
+                self._failures.pop(item.name, None)
+        for name in failed:
+            self._schedule_retry(name)
+
+    def backoff(self, name: str) -> float:
+        """Exponential, capped, jittered delay for the next retry of ``name``."""
+        self._failures[name] += 1
+        settings = self.config.daemon
+        exponent = self._failures[name] - 1
+        delay: float = min(settings.backoff_max, settings.backoff_min * 2.0**exponent)
+        return delay * random.uniform(0.8, 1.0)  # noqa: S311 - jitter, not crypto
+
+    def _schedule_retry(self, name: str) -> None:
+        delay = self.backoff(name)
+        log.info("retrying %s in %.0fs", name, delay)
+        self.scheduler.add_job(
+            self.run_group,
+            "date",
+            run_date=datetime.now().astimezone() + timedelta(seconds=delay),
+            args=[None, [name]],
+            id=f"retry:{name}",
+            replace_existing=True,
+        )
+
+    def watch(self) -> None:
+        """Reload on SIGHUP or when the config file changed (runs between cycles)."""
+        changed = self.config.daemon.watch_config and self._stat() != self._config_stat
+        if self.reload_event.is_set() or changed:
+            self.reload_event.clear()
+            self.reload()
+
+    def reload(self) -> bool:
+        """Validate the new config; switch to it, or keep the old one and say why."""
+        self._config_stat = self._stat()
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("config reload refused, keeping the running config: %s", issue)
+            self.metrics.config_reloads.labels("error").inc()
+            return False
+        old = self.engine
+        self.config = config
+        self.engine = self._new_engine(config)
+        old.close()
+        self.health.failing_since.clear()
+        self._failures.clear()
+        self.schedule()
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info("config reloaded: %d secrets", len(config.secrets))
+        return True
+
+    # ------------------------------------------------------------------ HTTP
+
+    def start_http(self) -> None:
+        """Serve /metrics, /healthz and /readyz (read-only) on ``listen``."""
+        if not self._listen:
+            return
+        host, _, port = self._listen.rpartition(":")
+        try:
+            self.server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), _handler(self))  # noqa: S104
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SyncdError(f"can't listen on {self._listen}: {reason}") from exc
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        log.info("serving /metrics, /healthz and /readyz on %s", self._listen)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the HTTP server listens (tests bind port 0)."""
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def healthz(self) -> str | None:
+        """Why the daemon is unhealthy, or None."""
+        now = self.clock()
+        settings = self.config.daemon
+        running = self.health.running_since
+        longest = max((s.timeout for s in self.config.secrets), default=0.0)
+        if running is not None and now - running > longest + settings.stall_margin:
+            return f"a cycle has been running for {now - running:.0f}s"
+        if running is not None:
+            return None
+        return self.health.stalled(now=now, margin=settings.stall_margin, jitter=settings.jitter)
+
+    def readyz(self) -> str | None:
+        """Why the daemon isn't ready, or None."""
+        return self.health.unready(now=self.clock(), grace=self.config.daemon.ready_grace)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; the running cycle always completes first."""
+        self.start_http()
+        self.schedule()
+        self.scheduler.add_job(self.watch, "interval", seconds=WATCH_INTERVAL, id="watch")
+        self.scheduler.start()
+        log.info(
+            "syncd started: %d secrets in %d refresh groups",
+            len(self.config.secrets),
+            len(self.groups()),
+        )
+        self.stop_event.wait()
+        log.info("stopping: letting the running cycle finish")
+        self.scheduler.shutdown(wait=True)
+        self.engine.close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        log.info("stopped")
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads."""
+
+        def stop(signum: int, frame: Any) -> None:
+            del frame
+            log.info("received %s", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        def hup(signum: int, frame: Any) -> None:
+            del signum, frame
+            log.info("received SIGHUP: reloading the config")
+            self.reload_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+
+def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        """GET-only: anything else is 405; nothing here can change state."""
+
+        server_version = "syncd"
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path in ("/healthz", "/readyz"):
+                problem = daemon.healthz() if self.path == "/healthz" else daemon.readyz()
+                body = f"{problem}\n" if problem else "ok\n"
+                self._send(503 if problem else 200, body.encode(), "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+        def do_POST(self) -> None:
+            self._send(405, b"read-only\n", "text/plain; charset=utf-8")
+
+        do_PUT = do_DELETE = do_PATCH = do_POST
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logging.getLogger("syncd.http").debug(format, *args)
+
+    return Handler

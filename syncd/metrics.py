@@ -1,0 +1,86 @@
+"""Prometheus metrics for the daemon (prometheus-client), in a registry of their own.
+
+Labels carry secret names, provider names and operations; never a value or fingerprint.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from syncd.engine import CycleResult
+
+_RESULTS = {
+    "create": "created",
+    "update": "updated",
+    "unchanged": "unchanged",
+    "repoint": "repointed",
+    "delete": "deleted",
+    "error": "error",
+}
+
+
+class Metrics:
+    """Every metric the daemon exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.syncs = Counter(
+            "syncd_syncs", "Secret syncs by result.", ["secret", "result"], registry=r
+        )
+        self.provider_calls = Counter(
+            "syncd_provider_calls",
+            "Calls to providers and the target.",
+            ["provider", "operation", "status"],
+            registry=r,
+        )
+        self.swap_seconds = Histogram(
+            "syncd_swap_duration_seconds",
+            "Time from the start of a cycle to converged consumers, for cycles that swapped.",
+            ["secret"],
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.cycle_seconds = Histogram(
+            "syncd_cycle_duration_seconds", "Duration of reconcile cycles.", registry=r
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "When each secret was last in sync.",
+            ["secret"],
+            registry=r,
+        )
+        self.version = Gauge(
+            "syncd_secret_version", "Current version number of each secret.", ["secret"], registry=r
+        )
+        self.convergence_failures = Counter(
+            "syncd_convergence_failures",
+            "Swaps whose consumers did not converge.",
+            ["secret"],
+            registry=r,
+        )
+        self.leader = Gauge("syncd_leader", "1 when this instance may write.", registry=r)
+        self.config_loaded = Gauge(
+            "syncd_config_loaded", "1 when a valid config is loaded.", registry=r
+        )
+        self.config_reloads = Counter(
+            "syncd_config_reloads", "Config reloads by result.", ["result"], registry=r
+        )
+
+    def count_call(self, component: str, operation: str, status: str) -> None:
+        """A ``CallCounter`` listener."""
+        self.provider_calls.labels(component, operation, status).inc()
+
+    def observe_cycle(self, result: CycleResult, *, seconds: float, now: float) -> None:
+        """Record one cycle's outcome per secret."""
+        self.cycle_seconds.observe(seconds)
+        for item in result.items:
+            self.syncs.labels(item.name, _RESULTS[item.action]).inc()
+            if item.error is None:
+                self.last_success.labels(item.name).set(now)
+                if item.version is not None:
+                    self.version.labels(item.name).set(item.version)
+                if item.action in ("create", "update", "repoint"):
+                    self.swap_seconds.labels(item.name).observe(seconds)
+            elif "did not converge" in item.error:
+                self.convergence_failures.labels(item.name).inc()

@@ -1,0 +1,286 @@
+"""The daemon: scheduling groups, no overlap, backoff, reload, stop, metrics and health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from syncd.daemon import Daemon
+from syncd.errors import SyncdError
+from tests.conftest import new_value
+
+
+def daemon_config(write_config, world_name: str | None = None, **extra):
+    target = {"type": "memory", "world": world_name} if world_name else None
+    return write_config(
+        values={"fast": new_value(), "slow": new_value()},
+        target=target,
+        secrets=[
+            {"name": "fast", "from": {"provider": "local", "key": "fast"}, "refresh": "1s"},
+            {"name": "slow", "from": {"provider": "local", "key": "slow"}, "refresh": "1h"},
+        ],
+        daemon={"listen": "127.0.0.1:0", **extra.pop("daemon", {})},
+        **extra,
+    )
+
+
+def get(daemon: Daemon, path: str) -> tuple[int, str]:
+    host, port = daemon.address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def running(write_config):
+    started: list[tuple[Daemon, threading.Thread]] = []
+
+    def start(path) -> Daemon:
+        daemon = Daemon(path)
+        thread = threading.Thread(target=daemon.run)
+        thread.start()
+        wait_for(lambda: daemon.server is not None and daemon.scheduler.running)
+        started.append((daemon, thread))
+        return daemon
+
+    yield start
+    for daemon, thread in started:
+        daemon.stop_event.set()
+        thread.join(timeout=30)
+
+
+def test_one_job_per_refresh_group_with_jitter(write_config):
+    daemon = Daemon(daemon_config(write_config, daemon={"jitter": 0.2}))
+    assert daemon.groups() == {1.0: ["fast"], 3600.0: ["slow"]}
+    daemon.schedule()
+    jobs = {job.id: job for job in daemon.scheduler.get_jobs()}
+    assert set(jobs) == {"group:1", "group:3600"}
+    assert jobs["group:3600"].trigger.jitter == pytest.approx(720)
+    assert jobs["group:3600"].args == (3600.0, ["slow"])
+
+
+def test_scheduler_never_drops_or_overlaps_runs(write_config):
+    daemon = Daemon(daemon_config(write_config))
+    defaults = daemon.scheduler._job_defaults
+    assert defaults == {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+def test_cycles_never_overlap(write_config, world, running, monkeypatch):
+    from tests.unit.memory_target import WORLDS, MemoryTarget
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+    real = MemoryTarget.list_versions
+
+    def slow_list(self, names):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.3)
+        with lock:
+            active -= 1
+        return real(self, names)
+
+    monkeypatch.setattr(MemoryTarget, "list_versions", slow_list)
+    path = write_config(
+        values={"a": new_value(), "b": new_value()},
+        target={"type": "memory", "world": name},
+        secrets=[
+            {"name": "a", "from": {"provider": "local", "key": "a"}, "refresh": "1s"},
+            {"name": "b", "from": {"provider": "local", "key": "b"}, "refresh": "2s"},
+        ],
+        daemon={"listen": "127.0.0.1:0"},
+    )
+    daemon = running(path)
+    wait_for(lambda: daemon.metrics.cycle_seconds._sum.get() > 1.5)
+    assert peak == 1
+
+
+def test_backoff_is_exponential_capped_and_jittered(write_config):
+    daemon = Daemon(daemon_config(write_config, daemon={"backoff_min": 10, "backoff_max": 60}))
+    delays = [daemon.backoff("x") for _ in range(6)]
+    for delay, ceiling in zip(delays, [10, 20, 40, 60, 60, 60], strict=True):
+        assert 0.8 * ceiling <= delay <= ceiling
+
+
+def test_failure_schedules_its_own_retry(write_config, tmp_path):
+    path = daemon_config(write_config)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"fast": new_value()}))
+        daemon.run_group(3600.0, ["slow"])
+        job = daemon.scheduler.get_job("retry:slow")
+        assert job is not None and job.args == (None, ["slow"])
+        assert "slow" in daemon.health.failing_since
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_reload_validates_first_and_keeps_old_config(write_config, caplog):
+    path = daemon_config(write_config)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        good = path.read_text()
+        path.write_text(good.replace("name: slow", "name: slow\n  colour: red"))
+        assert daemon.reload() is False
+        assert "config reload refused" in caplog.text and "unknown key" in caplog.text
+        assert [s.name for s in daemon.config.secrets] == ["fast", "slow"]
+        doc = yaml.safe_load(good)
+        doc["secrets"] = doc["secrets"][:1]
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload() is True
+        assert [s.name for s in daemon.config.secrets] == ["fast"]
+        samples = {
+            s.labels["result"]: s.value
+            for m in daemon.metrics.registry.collect()
+            if m.name == "syncd_config_reloads"
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+        assert samples == {"error": 1.0, "ok": 1.0}
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_changed_config_file_is_picked_up(write_config, running):
+    path = daemon_config(write_config)
+    daemon = running(path)
+    doc = yaml.safe_load(path.read_text())
+    doc["secrets"] = doc["secrets"][:1]
+    path.write_text(yaml.safe_dump(doc))
+    wait_for(lambda: [s.name for s in daemon.config.secrets] == ["fast"])
+
+
+def test_stop_lets_the_running_cycle_finish(write_config, world, monkeypatch):
+    from tests.unit.memory_target import WORLDS, MemoryTarget
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    path = daemon_config(write_config, name)
+    real = MemoryTarget.create_versions
+    entered = threading.Event()
+
+    def slow_create(self, items):
+        entered.set()
+        time.sleep(1.0)
+        return real(self, items)
+
+    monkeypatch.setattr(MemoryTarget, "create_versions", slow_create)
+    daemon = Daemon(path)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    assert entered.wait(10)
+    daemon.stop_event.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert sorted(world.objects) == ["fast-v1", "slow-v1"]
+
+
+def test_metrics_endpoint_and_read_only(write_config, running, canary, tmp_path):
+    path = daemon_config(write_config)
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"fast": canary, "slow": canary + "2"}))
+    daemon = running(path)
+    wait_for(lambda: "syncd_secret_version" in get(daemon, "/metrics")[1])
+    status, body = get(daemon, "/metrics")
+    assert status == 200
+    assert 'syncd_syncs_total{result="created",secret="fast"} 1.0' in body
+    assert 'syncd_provider_calls_total{operation="read",provider="local",status="ok"}' in body
+    assert 'syncd_secret_version{secret="slow"} 1.0' in body
+    assert "syncd_leader 1.0" in body
+    assert canary not in body
+    host, port = daemon.address
+    request = urllib.request.Request(f"http://{host}:{port}/metrics", method="POST", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 405
+
+
+def test_healthz_fails_when_the_loop_stalls(write_config):
+    now = [1000.0]
+    daemon = Daemon(
+        daemon_config(write_config, daemon={"stall_margin": 30, "jitter": 0.1}),
+        clock=lambda: now[0],
+    )
+    daemon.schedule()
+    assert daemon.healthz() is None
+    now[0] += 1 * 1.1 + 29
+    assert daemon.healthz() is None
+    now[0] += 2
+    assert "overdue" in (daemon.healthz() or "")
+    daemon.run_group(1.0, ["fast"])
+    daemon.health.intervals[3600.0] = now[0]
+    assert daemon.healthz() is None
+
+
+def test_readyz_fails_after_grace_of_failing(write_config, tmp_path):
+    now = [1000.0]
+    daemon = Daemon(daemon_config(write_config, daemon={"ready_grace": 60}), clock=lambda: now[0])
+    daemon.scheduler.start(paused=True)
+    try:
+        (tmp_path / "keys.yaml").unlink()
+        daemon.run_group(1.0, ["fast"])
+        assert daemon.readyz() is None  # failing, but within grace
+        now[0] += 61
+        assert "failing for over 60s: fast" in (daemon.readyz() or "")
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_port_in_use_is_a_clear_error(write_config):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = Daemon(daemon_config(write_config), listen=f"127.0.0.1:{port}")
+        with pytest.raises(
+            SyncdError, match=f"can't listen on 127.0.0.1:{port}: Address already in use"
+        ):
+            daemon.start_http()
+
+
+def test_sighup_reloads_a_running_process(write_config, tmp_path):
+    path = daemon_config(write_config, daemon={"watch_config": False, "listen": None})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for((tmp_path / "out" / "slow").exists)
+        doc = yaml.safe_load(path.read_text())
+        doc["secrets"][1]["name"] = "renamed"
+        path.write_text(yaml.safe_dump(doc))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for((tmp_path / "out" / "renamed").exists)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert "received SIGHUP" in err and "config reloaded: 2 secrets" in err
