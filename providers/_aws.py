@@ -1,0 +1,331 @@
+"""What the two AWS providers share: settings, the boto3 session, call counting and errors.
+
+Both providers talk to AWS the same way: credentials from the default chain (environment,
+profile, web identity, instance role), optionally swapped for an assumed role; botocore's own
+retry modes (``standard`` or ``adaptive``) for throttling and 5xx, with backoff and jitter; and
+one place that turns botocore exceptions into short messages that say what to do. Keeping this
+here means a fix to retries or credentials lands in both providers at once.
+
+Calls are counted from botocore's ``response-received`` event, which fires once per HTTP
+attempt: every page and every retry shows up in the counts, which is what throttling and the
+AWS bill see too. boto3 is imported lazily so the plain install works without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from providers.base import ProviderConfig
+from syncd.errors import SyncdError
+
+log = logging.getLogger("syncd.providers.aws")
+
+#: Error codes that mean "slow down"; botocore retries them and so do we report them transient.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "LimitExceededException",
+    }
+)
+#: Error codes that mean the credentials are wrong, expired or not allowed.
+AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+_MAX_MESSAGE = 300
+
+
+class AssumeRole(BaseModel):
+    """``assume_role:``: switch from the default-chain credentials to this role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$", description="Role ARN.")
+    session_name: str = Field(
+        "syncd", pattern=r"^[\w+=,.@-]{2,64}$", description="RoleSessionName (shows in CloudTrail)."
+    )
+    external_id: str | None = Field(
+        None, min_length=2, max_length=1224, description="ExternalId the role's trust policy wants."
+    )
+    duration_seconds: int = Field(
+        3600, ge=900, le=43200, description="Session length; refreshed before it runs out."
+    )
+
+
+class AwsProviderConfig(ProviderConfig):
+    """Settings both AWS providers take."""
+
+    region: str | None = Field(
+        None, description="AWS region; by default from AWS_REGION / AWS_DEFAULT_REGION / profile."
+    )
+    endpoint_url: str | None = Field(
+        None, description="Custom endpoint (VPC endpoint, emulator such as moto)."
+    )
+    profile: str | None = Field(None, description="Named profile from ~/.aws/config.")
+    assume_role: AssumeRole | None = Field(None, description="Assume this role first.")
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        "standard",
+        description="botocore retry mode; adaptive also rate-limits the client when throttled.",
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per call, the first one included."
+    )
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a response.")
+
+    @field_validator("region", "endpoint_url", "profile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``endpoint_url: ${AWS_ENDPOINT_URL:-}`` means "not set" when the variable is empty."""
+        return None if value == "" else value
+
+
+class AwsCallError(Exception):
+    """A call failed after botocore's retries; the message is safe to show (no values)."""
+
+    def __init__(self, operation: str, message: str, *, transient: bool, code: str = "") -> None:
+        self.operation = operation
+        self.code = code
+        self.transient = transient
+        super().__init__(f"{operation}: {message}")
+
+    @property
+    def access_denied(self) -> bool:
+        """Whether AWS refused the call itself (permissions), not one secret in it."""
+        return self.code in ("AccessDenied", "AccessDeniedException")
+
+
+def import_boto3() -> Any:
+    """``boto3``, or a clear error naming the extra to install."""
+    try:
+        import boto3
+    except ImportError as exc:
+        raise SyncdError("the AWS providers need boto3: pip install 'syncd[aws]'") from exc
+    return boto3
+
+
+class AwsSession:
+    """One boto3 session per provider: credentials resolved once, clients reused across cycles.
+
+    ``count(operation, status)`` is called once per HTTP attempt of every client made here,
+    including STS ``AssumeRole`` refreshes.
+    """
+
+    def __init__(self, config: AwsProviderConfig, *, count: Callable[[str, str], None]) -> None:
+        boto3 = import_boto3()
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+
+        self.config = config
+        self._count = count
+        self._clients: list[Any] = []
+        self._botocore = Config(
+            retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            user_agent_extra="syncd",
+        )
+        try:
+            session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        except BotoCoreError as exc:  # ProfileNotFound and friends
+            raise SyncdError(f"can't set up the AWS session: {exc}") from exc
+        if session.region_name is None:
+            raise SyncdError(
+                "no AWS region: set 'region' on the provider, or AWS_REGION / AWS_DEFAULT_REGION"
+            )
+        if config.assume_role is not None:
+            session = self._assumed(boto3, session, config.assume_role)
+        self.session = session
+        self.region: str = session.region_name
+
+    def _assumed(self, boto3: Any, base: Any, role: AssumeRole) -> Any:
+        """A session whose credentials come from ``AssumeRole``, refreshed before expiry."""
+        import botocore.session
+        from botocore.credentials import DeferredRefreshableCredentials
+
+        sts = self.client("sts", session=base, endpoint_url=self.config.endpoint_url)
+
+        def refresh() -> dict[str, str]:
+            params: dict[str, Any] = {
+                "RoleArn": role.role_arn,
+                "RoleSessionName": role.session_name,
+                "DurationSeconds": role.duration_seconds,
+            }
+            if role.external_id is not None:
+                params["ExternalId"] = role.external_id
+            # botocore turns a failure here into its own CredentialRetrievalError
+            creds = sts.assume_role(**params)["Credentials"]
+            return {
+                "access_key": creds["AccessKeyId"],
+                "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"],
+                "expiry_time": creds["Expiration"].isoformat(),
+            }
+
+        core = botocore.session.Session()
+        # boto3 has no public setter for ready-made credentials; this is the documented
+        # way botocore's own assume-role provider hands them to a session
+        core._credentials = DeferredRefreshableCredentials(
+            refresh_using=refresh, method="assume-role"
+        )
+        return boto3.Session(botocore_session=core, region_name=base.region_name)
+
+    def client(self, service: str, *, session: Any = None, endpoint_url: str | None = None) -> Any:
+        """A counted client for ``service`` (endpoint from the config unless given)."""
+        client = (session or self.session).client(
+            service,
+            endpoint_url=endpoint_url or self.config.endpoint_url,
+            config=self._botocore,
+        )
+        client.meta.events.register("response-received", self._on_response)
+        self._clients.append(client)
+        return client
+
+    def _on_response(self, event_name: str, exception: Any = None, **kwargs: Any) -> None:
+        """Count one HTTP attempt: ``response-received.<service>.<Operation>``."""
+        operation = event_name.rsplit(".", 1)[-1]
+        response = kwargs.get("response_dict") or {}
+        status = int(response.get("status_code") or 0)
+        if exception is not None:
+            outcome = "error"
+        elif status == 429 or _code(kwargs.get("parsed_response")) in THROTTLING_CODES:
+            outcome = "throttled"
+        elif status >= 400:
+            outcome = "error"
+        else:
+            outcome = "ok"
+        self._count(operation, outcome)
+
+    def call(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
+        """``client.<operation>(**params)``, botocore errors turned into ``AwsCallError``."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        method = getattr(client, _snake(operation))
+        try:
+            response: dict[str, Any] = method(**params)
+        except ClientError as exc:
+            raise _client_error(operation, exc) from exc
+        except BotoCoreError as exc:
+            raise _core_error(operation, exc) from exc
+        return response
+
+    def pages(
+        self, client: Any, operation: str, *, result_key: str, **params: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of ``result_key`` over all pages (each page is one counted call)."""
+        token: str | None = None
+        while True:
+            page = self.call(client, operation, **params, **({"NextToken": token} if token else {}))
+            yield from page.get(result_key) or []
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    def close(self) -> None:
+        """Close every client's connection pool."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+
+def _snake(operation: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
+def _code(parsed: Any) -> str:
+    if isinstance(parsed, dict):
+        error = parsed.get("Error")
+        if isinstance(error, dict):
+            return str(error.get("Code") or "")
+    return ""
+
+
+def _client_error(operation: str, exc: Any) -> AwsCallError:
+    """An AWS error response as one actionable line."""
+    response = exc.response or {}
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "")
+    status = int(meta.get("HTTPStatusCode") or 0)
+    if message.lstrip().startswith("<"):
+        # some endpoints (and emulators) answer a JSON API with an XML error document
+        fields = dict(_XML_FIELD.findall(message))
+        code = fields.get("Code", code)
+        message = fields.get("Message", "")
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
+    transient = status >= 500 or status == 429 or code in THROTTLING_CODES
+    text = f"{code or 'error'} (HTTP {status})" if status else code or "error"
+    if message:
+        text += f": {message}"
+    if code in AUTH_CODES or status == 403:
+        text += " - check the AWS credentials (wrong or expired) and the IAM permissions"
+    attempts = int(meta.get("RetryAttempts") or 0) + 1
+    if transient:
+        text += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+    return AwsCallError(operation, text, transient=transient, code=code)
+
+
+def _core_error(operation: str, exc: Any) -> AwsCallError:
+    """A client-side failure (network, credentials) as one actionable line."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return AwsCallError(
+            operation,
+            "no usable AWS credentials (looked in the environment, profile, web identity "
+            "and instance role)",
+            transient=False,
+        )
+    if isinstance(exc, bex.CredentialRetrievalError):
+        return AwsCallError(operation, f"can't get AWS credentials: {exc}", transient=True)
+    if isinstance(exc, bex.EndpointConnectionError | bex.ConnectionError | bex.HTTPClientError):
+        return AwsCallError(operation, f"endpoint unreachable after retries: {exc}", transient=True)
+    return AwsCallError(operation, f"{type(exc).__name__}: {exc}", transient=False)
+
+
+def json_field(text: str, key: str) -> bytes:
+    """One top-level field of a JSON object, as bytes; ``ValueError`` says what is wrong.
+
+    A string field gives its text; any other JSON value (number, bool, object) its compact
+    JSON, which is what a consumer reading a config value expects.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"key {key!r} asked, but the value is not JSON") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"key {key!r} asked, but the value is JSON, not a JSON object")
+    if key not in document:
+        raise ValueError(f"key {key!r} not found in the JSON object")
+    field = document[key]
+    if field is None:
+        raise ValueError(f"key {key!r} is null")
+    if isinstance(field, str):
+        return field.encode("utf-8")
+    return json.dumps(field, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,341 @@
+"""The ``aws-secrets-manager`` provider: secrets from AWS Secrets Manager, read only on change.
+
+A cycle costs one ``ListSecrets`` page per 100 configured secrets when nothing changed:
+the listing carries each secret's version ids and staging labels (``SecretVersionsToStages``)
+without any value, so the version id behind the wanted stage is the change token. Only the
+secrets whose token moved are read, 20 per ``BatchGetSecretValue`` call. The version id,
+not ``LastChangedDate``, is the token because the date also moves on tag and description
+edits, which would re-read values for nothing; every value change makes a new version id.
+
+``ListSecrets`` filters by name *prefix*, at most 10 values per call. The configured names
+are therefore merged into at most 10 common prefixes (``app/db-1``, ``app/db-2`` ->
+``app/db-``) so one paginated listing covers them; extra matches are ignored.
+
+Not covered by the listing, and read every cycle instead: secrets in another account or
+region (an ARN the listing can't show), and secrets ``ListSecrets`` can't list because the
+role lacks ``secretsmanager:ListSecrets`` (then a warning is logged once).
+Pins: ``version_id`` never changes, so it is read once; a ``version_stage`` other than
+``AWSCURRENT`` is read with ``GetSecretValue`` (``BatchGetSecretValue`` only reads AWSCURRENT).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, json_field, log
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from syncd.errors import ProviderError
+from syncd.model import Fetched
+
+CURRENT = "AWSCURRENT"
+#: ListSecrets: at most 10 filter values, 100 results a page. BatchGetSecretValue: 20 ids.
+FILTER_VALUES = 10
+LIST_PAGE = 100
+BATCH_SIZE = 20
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
+class AwsSecretsManagerConfig(AwsProviderConfig):
+    """``{type: aws-secrets-manager, region: eu-west-1}``."""
+
+    type: Literal["aws-secrets-manager"]
+
+
+class AwsSecretRef(Ref):
+    """``{provider: aws, name: prod/db, key: password}``."""
+
+    name: str = Field(
+        min_length=1, max_length=2048, description="Secret name or ARN (full or partial)."
+    )
+    key: str | None = Field(
+        None, min_length=1, description="Pick this top-level field of a JSON secret."
+    )
+    version_stage: str | None = Field(
+        None, min_length=1, max_length=256, description="Read the version with this label."
+    )
+    version_id: str | None = Field(
+        None, min_length=32, max_length=64, description="Read exactly this version."
+    )
+
+    @model_validator(mode="after")
+    def _one_pin(self) -> AwsSecretRef:
+        if self.version_stage is not None and self.version_id is not None:
+            raise ValueError("give at most one of 'version_stage' and 'version_id'")
+        return self
+
+    @property
+    def stage(self) -> str:
+        """The staging label this reference follows (AWSCURRENT unless pinned)."""
+        return self.version_stage or CURRENT
+
+    @property
+    def batchable(self) -> bool:
+        """Whether ``BatchGetSecretValue`` can read it (it reads only AWSCURRENT)."""
+        return self.version_id is None and self.stage == CURRENT
+
+    def describe(self) -> str:
+        """``aws:prod/db#password?stage=AWSPREVIOUS``."""
+        text = f"{self.provider}:{self.name}"
+        if self.key is not None:
+            text += f"#{self.key}"
+        if self.version_id is not None:
+            text += f"?version_id={self.version_id}"
+        elif self.version_stage is not None:
+            text += f"?stage={self.version_stage}"
+        return text
+
+
+class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef]):
+    """Reads AWS Secrets Manager with batched change detection and batched reads."""
+
+    type_name: ClassVar[str] = "aws-secrets-manager"
+    config_model: ClassVar[type[ProviderConfig]] = AwsSecretsManagerConfig
+    ref_model: ClassVar[type[Ref]] = AwsSecretRef
+
+    def __init__(self, config: AwsSecretsManagerConfig, *, context: ProviderContext) -> None:
+        super().__init__(config, context=context)
+        self.aws = AwsSession(config, count=lambda op, status: self.count(op, status=status))
+        self.client = self.aws.client("secretsmanager")
+        self._can_list = True
+        self._can_batch = True
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.aws.close()
+
+    # ------------------------------------------------------------------ change detection
+
+    def versions(
+        self, refs: Sequence[AwsSecretRef]
+    ) -> Mapping[AwsSecretRef, str | ProviderError | None]:
+        """The version id behind each reference's stage, from one filtered listing."""
+        result: dict[AwsSecretRef, str | ProviderError | None] = {}
+        listed = []
+        for ref in refs:
+            if ref.version_id is not None:
+                result[ref] = ref.version_id
+            else:
+                listed.append(ref)
+        if not listed:
+            return result
+        try:
+            index = self._list(ref.name for ref in listed) if self._can_list else None
+        except AwsCallError as exc:
+            if not exc.access_denied:
+                for ref in listed:
+                    result[ref] = self.error(ref, str(exc), transient=exc.transient)
+                return result
+            self._can_list = False
+            index = None
+            self._warn(
+                "ListSecrets is not allowed for this identity; every secret is read every "
+                "cycle (grant secretsmanager:ListSecrets for cheap change detection)"
+            )
+        for ref in listed:
+            entry = index.get(ref.name) if index is not None else None
+            result[ref] = _stage_version(entry, ref.stage) if entry is not None else None
+        return result
+
+    def _warn(self, message: str) -> None:
+        """Log a provider-level warning (never about a value)."""
+        log.warning("provider %r: %s", self.name, message)
+
+    def _list(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``ListSecrets`` entries covering ``names``, keyed by name, ARN and partial ARN."""
+        index: dict[str, dict[str, Any]] = {}
+        for values in filter_groups(_filter_name(n) for n in names):
+            for entry in self.aws.pages(
+                self.client,
+                "ListSecrets",
+                result_key="SecretList",
+                Filters=[{"Key": "name", "Values": values}],
+                MaxResults=LIST_PAGE,
+            ):
+                index[entry["Name"]] = entry
+                arn = str(entry.get("ARN") or "")
+                if arn:
+                    index[arn] = entry
+                    index[arn[:-7]] = entry  # partial ARN (without the random suffix)
+        return index
+
+    # ------------------------------------------------------------------ reading
+
+    def fetch(self, refs: Sequence[AwsSecretRef]) -> Mapping[AwsSecretRef, Fetched | ProviderError]:
+        """Values of ``refs``: AWSCURRENT ones 20 per batch call, pinned ones one by one."""
+        result: dict[AwsSecretRef, Fetched | ProviderError] = {}
+        batch = [ref for ref in refs if ref.batchable]
+        raw: dict[str, dict[str, Any] | AwsCallError] = {}
+        if batch:
+            raw.update(self._batch_read(list(dict.fromkeys(ref.name for ref in batch))))
+        for ref in refs:
+            answer = raw.get(ref.name) if ref.batchable else self._read_one(ref)
+            if answer is None:
+                result[ref] = self.error(ref, "Secrets Manager returned no value for it")
+            elif isinstance(answer, AwsCallError):
+                result[ref] = self.error(ref, str(answer), transient=answer.transient)
+            else:
+                result[ref] = self._value(ref, answer)
+        return result
+
+    def _batch_read(self, ids: list[str]) -> dict[str, dict[str, Any] | AwsCallError]:
+        out: dict[str, dict[str, Any] | AwsCallError] = {}
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start : start + BATCH_SIZE]
+            if not self._can_batch:
+                out.update({i: self._get(i, {}) for i in chunk})
+                continue
+            try:
+                out.update(self._batch_chunk(chunk))
+            except AwsCallError as exc:
+                if not exc.access_denied:
+                    out.update(dict.fromkeys(chunk, exc))
+                    continue
+                self._can_batch = False
+                self._warn(
+                    "BatchGetSecretValue is not allowed for this identity; reading one secret "
+                    "per call (grant secretsmanager:BatchGetSecretValue for batched reads)"
+                )
+                out.update({i: self._get(i, {}) for i in chunk})
+        return out
+
+    def _batch_chunk(self, chunk: list[str]) -> dict[str, dict[str, Any] | AwsCallError]:
+        found: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, Any] | AwsCallError] = {}
+        token: str | None = None
+        while True:
+            page = self.aws.call(
+                self.client,
+                "BatchGetSecretValue",
+                SecretIdList=chunk,
+                **({"NextToken": token} if token else {}),
+            )
+            for value in page.get("SecretValues") or []:
+                found[value["Name"]] = value
+                arn = str(value.get("ARN") or "")
+                if arn:
+                    found[arn] = value
+                    found[arn[:-7]] = value
+            for err in page.get("Errors") or []:
+                code = str(err.get("ErrorCode") or "error")
+                out[str(err.get("SecretId"))] = AwsCallError(
+                    "BatchGetSecretValue",
+                    _secret_error(code, str(err.get("Message") or "")),
+                    transient=code in ("ThrottlingException", "InternalServiceError"),
+                    code=code,
+                )
+            token = page.get("NextToken")
+            if not token:
+                break
+        for secret_id in chunk:
+            if secret_id in found:
+                out[secret_id] = found[secret_id]
+        return out
+
+    def _read_one(self, ref: AwsSecretRef) -> dict[str, Any] | AwsCallError:
+        pin = (
+            {"VersionId": ref.version_id}
+            if ref.version_id is not None
+            else {"VersionStage": ref.stage}
+        )
+        return self._get(ref.name, pin)
+
+    def _get(self, secret_id: str, pin: dict[str, str]) -> dict[str, Any] | AwsCallError:
+        try:
+            return self.aws.call(self.client, "GetSecretValue", SecretId=secret_id, **pin)
+        except AwsCallError as exc:
+            if exc.code == "ResourceNotFoundException":
+                where = " ".join(f"{k}={v}" for k, v in pin.items())
+                return AwsCallError(
+                    exc.operation,
+                    f"secret not found{' (' + where + ')' if where else ''}",
+                    transient=False,
+                    code=exc.code,
+                )
+            return exc
+
+    def _value(self, ref: AwsSecretRef, answer: dict[str, Any]) -> Fetched | ProviderError:
+        token = str(answer.get("VersionId") or "") or None
+        string = answer.get("SecretString")
+        binary = answer.get("SecretBinary")
+        try:
+            if ref.key is not None:
+                if string is None:
+                    return self.error(
+                        ref, f"key {ref.key!r} asked, but the secret is binary (SecretBinary)"
+                    )
+                data = json_field(string, ref.key)
+            elif string is not None:
+                data = string.encode("utf-8")
+            elif isinstance(binary, bytes | bytearray):
+                data = bytes(binary)
+            else:
+                return self.error(ref, "the secret has neither SecretString nor SecretBinary")
+            return Fetched(ref.decoded(data), token)
+        except ValueError as exc:
+            return self.error(ref, str(exc))
+        except ProviderError as exc:
+            return exc
+
+
+def _secret_error(code: str, message: str) -> str:
+    if code == "ResourceNotFoundException":
+        return "secret not found"
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return f"access denied ({message[:200]}) - check the IAM permissions"
+    return f"{code}: {message[:200]}" if message else code
+
+
+def _filter_name(secret_id: str) -> str:
+    """The name prefix ``ListSecrets`` can filter on for a name or an ARN."""
+    if secret_id.startswith("arn:") and ":secret:" in secret_id:
+        return _ARN_SUFFIX.sub("", secret_id.split(":secret:", 1)[1])
+    return secret_id
+
+
+def _stage_version(entry: dict[str, Any], stage: str) -> str | None:
+    """The version id that carries ``stage``, or ``None`` when no version does."""
+    for version_id, stages in (entry.get("SecretVersionsToStages") or {}).items():
+        if stage in (stages or []):
+            return str(version_id)
+    return None
+
+
+def filter_groups(names: Iterable[str], *, limit: int = FILTER_VALUES) -> list[list[str]]:
+    """Prefix filter values that cover ``names``: as few ``ListSecrets`` calls as possible.
+
+    The sorted names are cut into at most ``limit`` runs at the places where neighbours share
+    the shortest prefix (and always where they share none); each run is listed by its common
+    prefix. A merge lists some secrets that aren't configured (ignored) but saves whole calls:
+    30 names ``app-000``..``app-029`` become ``app-00``, ``app-01``, ``app-02``: one call, one
+    page. Only names with no common first character need more than one call.
+    """
+    unique = sorted(set(names))
+    if not unique:
+        return []
+    shared = [len(_lcp(a, b)) for a, b in itertools.pairwise(unique)]
+    by_weakness = sorted(range(len(shared)), key=lambda i: shared[i])
+    cuts = {i for i in by_weakness[: limit - 1]} | {i for i, n in enumerate(shared) if n == 0}
+    prefixes: list[str] = []
+    start = 0
+    for i in range(len(unique)):
+        if i in cuts or i == len(unique) - 1:
+            prefixes.append(_lcp(unique[start], unique[i]))
+            start = i + 1
+    # a prefix covered by a shorter one in the list is redundant
+    kept = [p for p in prefixes if not any(q != p and p.startswith(q) for q in prefixes)]
+    kept = list(dict.fromkeys(kept))
+    return [kept[i : i + limit] for i in range(0, len(kept), limit)]
+
+
+def _lcp(a: str, b: str) -> str:
+    size = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        size += 1
+    return a[:size]

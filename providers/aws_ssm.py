@@ -1,0 +1,279 @@
+"""The ``aws-ssm`` provider: SSM Parameter Store parameters, one by name or all under a path.
+
+Change detection reads metadata only: ``DescribeParameters`` filtered to the configured names
+(50 a call) or to a path gives each parameter's ``Version`` and ``LastModifiedDate`` without a
+value. Both go into the token because a deleted and re-created parameter starts again at
+version 1. Values are read only for what changed: ``GetParameters``, 10 names a call, with
+``WithDecryption`` so SecureString values arrive in clear (needs ``kms:Decrypt``).
+
+A ``path`` reference renders every parameter under the path into one JSON object, so one
+secret (a Kubernetes key, a file) gets the whole set: keys are the names relative to the path
+with ``/`` turned into ``.`` (``/app/prod/db/password`` under ``/app/prod`` -> ``db.password``,
+which is a valid Kubernetes Secret key), values are strings, keys sorted so the same
+parameters always render the same bytes. Its token is a digest of the names, versions and
+dates, never of values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, json_field
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from syncd.errors import ProviderError
+from syncd.model import Fetched
+
+#: DescribeParameters: 50 filter values and 50 results a page. GetParameters: 10 names.
+#: GetParametersByPath: 10 results a page.
+DESCRIBE_VALUES = 50
+DESCRIBE_PAGE = 50
+GET_BATCH = 10
+PATH_PAGE = 10
+
+
+class AwsSsmConfig(AwsProviderConfig):
+    """``{type: aws-ssm, region: eu-west-1}``."""
+
+    type: Literal["aws-ssm"]
+
+
+class AwsSsmRef(Ref):
+    """``{provider: ssm, name: /app/prod/db-password}`` or ``{provider: ssm, path: /app/prod}``."""
+
+    name: str | None = Field(
+        None, min_length=1, max_length=2048, description="One parameter (name or ARN)."
+    )
+    path: str | None = Field(
+        None,
+        pattern=r"^/",
+        max_length=2048,
+        description="Every parameter under this path, as one JSON object.",
+    )
+    recursive: bool = Field(False, description="With 'path': include deeper levels too.")
+    key: str | None = Field(
+        None, min_length=1, description="With 'name': pick this field of a JSON value."
+    )
+    version: int | None = Field(None, ge=1, description="With 'name': read this version.")
+
+    @model_validator(mode="after")
+    def _name_or_path(self) -> AwsSsmRef:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of 'name' (one parameter) or 'path' (a set)")
+        if self.path is not None and (self.key is not None or self.version is not None):
+            raise ValueError("'key' and 'version' go with 'name', not with 'path'")
+        if self.name is not None and self.recursive:
+            raise ValueError("'recursive' goes with 'path', not with 'name'")
+        return self
+
+    @property
+    def selector(self) -> str:
+        """What ``GetParameters`` is asked for: the name, or ``name:version`` when pinned."""
+        assert self.name is not None
+        return self.name if self.version is None else f"{self.name}:{self.version}"
+
+    def describe(self) -> str:
+        """``ssm:/app/db#password``, ``ssm:/app/*`` (one level) or ``ssm:/app/**``."""
+        if self.path is not None:
+            return f"{self.provider}:{self.path.rstrip('/')}/{'**' if self.recursive else '*'}"
+        text = f"{self.provider}:{self.name}"
+        if self.key is not None:
+            text += f"#{self.key}"
+        if self.version is not None:
+            text += f"?version={self.version}"
+        return text
+
+
+class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
+    """Reads SSM Parameter Store with metadata-only change detection and batched reads."""
+
+    type_name: ClassVar[str] = "aws-ssm"
+    config_model: ClassVar[type[ProviderConfig]] = AwsSsmConfig
+    ref_model: ClassVar[type[Ref]] = AwsSsmRef
+
+    def __init__(self, config: AwsSsmConfig, *, context: ProviderContext) -> None:
+        super().__init__(config, context=context)
+        self.aws = AwsSession(config, count=lambda op, status: self.count(op, status=status))
+        self.client = self.aws.client("ssm")
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.aws.close()
+
+    # ------------------------------------------------------------------ change detection
+
+    def versions(self, refs: Sequence[AwsSsmRef]) -> Mapping[AwsSsmRef, str | ProviderError | None]:
+        """Tokens from ``DescribeParameters``: names 50 a call, each path its own listing."""
+        result: dict[AwsSsmRef, str | ProviderError | None] = {}
+        named: list[AwsSsmRef] = []
+        for ref in refs:
+            if ref.path is not None:
+                result[ref] = self._path_version(ref)
+            elif ref.version is not None:
+                result[ref] = _pinned_token(ref.version)
+            elif ref.selector.startswith("arn:"):
+                result[ref] = None  # DescribeParameters can't filter by ARN: read it
+            else:
+                named.append(ref)
+        names = list(dict.fromkeys(ref.selector for ref in named))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(names), DESCRIBE_VALUES):
+            chunk = names[start : start + DESCRIBE_VALUES]
+            try:
+                for meta in self._describe({"Key": "Name", "Option": "Equals", "Values": chunk}):
+                    found[meta["Name"]] = meta
+            except AwsCallError as exc:
+                for ref in named:
+                    if ref.selector in chunk:
+                        result[ref] = self.error(ref, str(exc), transient=exc.transient)
+        for ref in named:
+            if ref not in result:
+                listed = found.get(ref.selector)
+                # not listed: the read decides (and reports "not found" precisely)
+                result[ref] = _token(listed) if listed is not None else None
+        return result
+
+    def _describe(self, parameter_filter: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(
+            self.aws.pages(
+                self.client,
+                "DescribeParameters",
+                result_key="Parameters",
+                ParameterFilters=[parameter_filter],
+                MaxResults=DESCRIBE_PAGE,
+            )
+        )
+
+    def _path_version(self, ref: AwsSsmRef) -> str | ProviderError | None:
+        assert ref.path is not None
+        option = "Recursive" if ref.recursive else "OneLevel"
+        try:
+            metas = self._describe({"Key": "Path", "Option": option, "Values": [ref.path]})
+        except AwsCallError as exc:
+            return self.error(ref, str(exc), transient=exc.transient)
+        return _path_token(metas) if metas else None
+
+    # ------------------------------------------------------------------ reading
+
+    def fetch(self, refs: Sequence[AwsSsmRef]) -> Mapping[AwsSsmRef, Fetched | ProviderError]:
+        """Named parameters 10 per ``GetParameters`` call; each path by ``GetParametersByPath``."""
+        result: dict[AwsSsmRef, Fetched | ProviderError] = {}
+        named = [ref for ref in refs if ref.name is not None]
+        wanted = {ref.selector: (str(ref.name), ref.version) for ref in named}
+        params, failed = self._get_named(wanted)
+        for ref in named:
+            if ref.selector in failed:
+                exc = failed[ref.selector]
+                result[ref] = self.error(ref, str(exc), transient=exc.transient)
+            elif ref.selector in params:
+                result[ref] = self._named_value(ref, params[ref.selector])
+            else:
+                which = f"version {ref.version} of the " if ref.version is not None else ""
+                result[ref] = self.error(ref, f"{which}parameter not found")
+        for ref in refs:
+            if ref.path is not None:
+                result[ref] = self._path_value(ref)
+        return result
+
+    def _get_named(
+        self, wanted: dict[str, tuple[str, int | None]]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, AwsCallError]]:
+        """``GetParameters`` in batches; results keyed by the selector asked for."""
+        selectors = list(wanted)
+        params: dict[str, dict[str, Any]] = {}
+        failed: dict[str, AwsCallError] = {}
+        for start in range(0, len(selectors), GET_BATCH):
+            chunk = selectors[start : start + GET_BATCH]
+            try:
+                page = self.aws.call(self.client, "GetParameters", Names=chunk, WithDecryption=True)
+            except AwsCallError as exc:
+                failed.update(dict.fromkeys(chunk, exc))
+                continue
+            returned = page.get("Parameters") or []
+            for selector in chunk:
+                match = _match(*wanted[selector], returned)
+                if match is not None:
+                    params[selector] = match
+        return params, failed
+
+    def _named_value(self, ref: AwsSsmRef, param: dict[str, Any]) -> Fetched | ProviderError:
+        token = _pinned_token(ref.version) if ref.version is not None else _token(param)
+        text = str(param.get("Value") or "")
+        try:
+            data = json_field(text, ref.key) if ref.key is not None else text.encode("utf-8")
+            return Fetched(ref.decoded(data), token)
+        except ValueError as exc:
+            return self.error(ref, str(exc))
+        except ProviderError as exc:
+            return exc
+
+    def _path_value(self, ref: AwsSsmRef) -> Fetched | ProviderError:
+        assert ref.path is not None
+        try:
+            params = list(
+                self.aws.pages(
+                    self.client,
+                    "GetParametersByPath",
+                    result_key="Parameters",
+                    Path=ref.path,
+                    Recursive=ref.recursive,
+                    WithDecryption=True,
+                    MaxResults=PATH_PAGE,
+                )
+            )
+        except AwsCallError as exc:
+            return self.error(ref, str(exc), transient=exc.transient)
+        if not params:
+            return self.error(ref, "no parameters under this path")
+        base = ref.path.rstrip("/") + "/"
+        bundle: dict[str, str] = {}
+        for param in params:
+            name = str(param["Name"])
+            relative = name[len(base) :] if name.startswith(base) else name.lstrip("/")
+            key = relative.strip("/").replace("/", ".")
+            if key in bundle:
+                return self.error(
+                    ref, f"two parameters map to the same key {key!r} (a name with '.' and '/')"
+                )
+            bundle[key] = str(param.get("Value") or "")
+        data = json.dumps(bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return Fetched(ref.decoded(data.encode("utf-8")), _path_token(params))
+        except ProviderError as exc:
+            return exc
+
+
+def _stamp(meta: dict[str, Any]) -> int:
+    """``LastModifiedDate`` in milliseconds (both APIs report the same instant)."""
+    when = meta.get("LastModifiedDate")
+    return round(when.timestamp() * 1000) if isinstance(when, datetime) else 0
+
+
+def _token(meta: dict[str, Any]) -> str:
+    return f"{meta.get('Version')}.{_stamp(meta)}"
+
+
+def _pinned_token(version: int) -> str:
+    """A pinned version never changes: its token is the pin, whoever computes it."""
+    return f"v{version}"
+
+
+def _path_token(metas: list[dict[str, Any]]) -> str:
+    lines = sorted(f"{m['Name']}\t{m.get('Version')}\t{_stamp(m)}" for m in metas)
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:20]
+    return f"{len(lines)}.{digest}"
+
+
+def _match(name: str, version: int | None, returned: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The returned parameter for ``name`` (at ``version``); results don't echo the selector."""
+    candidates = [p for p in returned if name in (p.get("Name"), p.get("ARN"))]
+    if version is not None:
+        candidates = [p for p in candidates if p.get("Version") == version]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: int(p.get("Version") or 0))

@@ -1,0 +1,475 @@
+"""The aws-secrets-manager provider against moto's server (scripts/backends up aws).
+
+Each test works under its own random name prefix, so tests share one server without seeing
+each other's secrets. Values are generated; the canary proves none reaches an error or output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+import pytest
+import yaml
+
+from providers.aws_secrets_manager import (
+    AwsSecretRef,
+    AwsSecretsManagerConfig,
+    AwsSecretsManagerProvider,
+    filter_groups,
+)
+from providers.base import ProviderContext
+from syncd.calls import CallCounter
+from syncd.config import load_config
+from syncd.engine import CycleResult, Engine
+from syncd.errors import ProviderError
+from tests.conftest import ROOT, backend_env, new_value
+
+pytestmark = pytest.mark.backend("aws")
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, str]]:
+    """The moto env, also exported so the default credential chain finds it."""
+    env = backend_env("aws")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            mp.setenv(key, env[key])
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(key, raising=False)
+        yield env
+
+
+@pytest.fixture
+def sm(aws: dict[str, str]) -> Any:
+    return boto3.client("secretsmanager", endpoint_url=aws["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}/"
+
+
+def write_config(
+    tmp_path: Path,
+    aws: dict[str, str],
+    secrets: list[dict[str, Any]],
+    **provider: Any,
+) -> Path:
+    block = {"type": "aws-secrets-manager", "endpoint_url": aws["AWS_ENDPOINT_URL"], **provider}
+    doc = {
+        "providers": {"aws": block},
+        "target": {"type": "files", "directory": "out"},
+        "secrets": secrets,
+    }
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def engine_for(
+    tmp_path: Path, aws: dict[str, str], secrets: list[dict[str, Any]], **kw: Any
+) -> Engine:
+    return Engine(load_config(write_config(tmp_path, aws, secrets, **kw)))
+
+
+def one(secret: str, /, **ref: Any) -> dict[str, Any]:
+    return {"name": secret, "from": {"provider": "aws", **ref}}
+
+
+def out(tmp_path: Path, name: str) -> bytes:
+    return (tmp_path / "out" / name).read_bytes()
+
+
+def delta(before: dict[str, dict[str, int]], after: CycleResult) -> dict[str, int]:
+    old = before.get("aws", {})
+    return {
+        op: n - old.get(op, 0) for op, n in after.calls.get("aws", {}).items() if n - old.get(op, 0)
+    }
+
+
+def errors(result: CycleResult) -> dict[str, str]:
+    return {i.name: i.error for i in result.items if i.error}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_reads_string_json_key_binary_and_base64(tmp_path, aws, sm, prefix, canary):
+    plain, password = new_value(), new_value()
+    raw = os.urandom(48)
+    packed = os.urandom(32)
+    sm.create_secret(Name=prefix + "plain", SecretString=plain)
+    sm.create_secret(
+        Name=prefix + "db",
+        SecretString=json.dumps({"user": "app", "password": password, "port": 5432, "x": canary}),
+    )
+    sm.create_secret(Name=prefix + "blob", SecretBinary=raw)
+    sm.create_secret(Name=prefix + "packed", SecretString=base64.b64encode(packed).decode())
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            one("plain", name=prefix + "plain"),
+            one("password", name=prefix + "db", key="password"),
+            one("port", name=prefix + "db", key="port"),
+            one("blob", name=prefix + "blob"),
+            one("packed", name=prefix + "packed", decode="base64"),
+        ],
+    )
+    result = engine.run_cycle()
+    assert result.ok, errors(result)
+    assert out(tmp_path, "plain") == plain.encode()
+    assert out(tmp_path, "password") == password.encode()
+    assert out(tmp_path, "port") == b"5432"
+    assert out(tmp_path, "blob") == raw
+    assert out(tmp_path, "packed") == packed
+    # the two refs into one JSON secret and the three others: one listing, one batch read
+    assert result.calls["aws"] == {"BatchGetSecretValue": 1, "ListSecrets": 1}
+    assert canary not in json.dumps(result.to_json())
+
+
+def test_reads_by_full_and_partial_arn_without_rereading(tmp_path, aws, sm, prefix):
+    value = new_value()
+    arn = sm.create_secret(Name=prefix + "by-arn", SecretString=value)["ARN"]
+    engine = engine_for(tmp_path, aws, [one("full", name=arn), one("partial", name=arn[:-7])])
+    first = engine.run_cycle()
+    assert first.ok, errors(first)
+    assert out(tmp_path, "full") == out(tmp_path, "partial") == value.encode()
+    before = first.calls
+    second = engine.run_cycle()
+    assert delta(before, second) == {"ListSecrets": 1}, "an ARN ref must be matched by the listing"
+
+
+def test_version_stage_and_id_pins(tmp_path, aws, sm, prefix):
+    v1, v2, v3 = new_value("v1-"), new_value("v2-"), new_value("v3-")
+    name = prefix + "pinned"
+    first_id = sm.create_secret(Name=name, SecretString=v1)["VersionId"]
+    sm.put_secret_value(SecretId=name, SecretString=v2)  # v2 AWSCURRENT, v1 AWSPREVIOUS
+    sm.put_secret_value(SecretId=name, SecretString=v3, VersionStages=["AWSPENDING"])
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            one("current", name=name),
+            one("previous", name=name, version_stage="AWSPREVIOUS"),
+            one("pending", name=name, version_stage="AWSPENDING"),
+            one("first", name=name, version_id=first_id),
+        ],
+    )
+    result = engine.run_cycle()
+    assert result.ok, errors(result)
+    assert out(tmp_path, "current") == v2.encode()
+    assert out(tmp_path, "previous") == v1.encode()
+    assert out(tmp_path, "pending") == v3.encode()
+    assert out(tmp_path, "first") == v1.encode()
+    # pinned stages/ids are read one by one (BatchGetSecretValue only reads AWSCURRENT)
+    assert result.calls["aws"]["GetSecretValue"] == 3
+    before = result.calls
+    again = engine.run_cycle()
+    assert delta(before, again) == {"ListSecrets": 1}, "pins must not be re-read without change"
+
+    # a rotation moves AWSCURRENT to v4 and AWSPREVIOUS to v2; the pins on AWSPENDING and on
+    # the first version id stay put. (moto doesn't re-point reads after
+    # UpdateSecretVersionStage, so a rotation is how stages move here.)
+    v4 = new_value("v4-")
+    sm.put_secret_value(SecretId=name, SecretString=v4)
+    before = again.calls
+    moved = engine.run_cycle()
+    assert moved.ok, errors(moved)
+    actions = {i.name: i.action for i in moved.items}
+    assert actions == {
+        "current": "update",
+        "previous": "update",
+        "pending": "unchanged",
+        "first": "unchanged",
+    }
+    assert out(tmp_path, "current") == v4.encode()
+    assert out(tmp_path, "previous") == v2.encode()
+    assert out(tmp_path, "pending") == v3.encode()
+    assert delta(before, moved) == {"ListSecrets": 1, "BatchGetSecretValue": 1, "GetSecretValue": 1}
+
+
+# --------------------------------------------------------------------------- change detection
+
+
+def test_change_detection_30_secrets(tmp_path, aws, sm, prefix):
+    values = {f"s{i:02d}": new_value() for i in range(30)}
+    for key, value in values.items():
+        sm.create_secret(Name=prefix + key, SecretString=value)
+    engine = engine_for(tmp_path, aws, [one(k, name=prefix + k) for k in values])
+    first = engine.run_cycle()
+    assert first.ok, errors(first)
+    assert first.calls["aws"] == {"ListSecrets": 1, "BatchGetSecretValue": 2}  # 20 + 10
+
+    read: list[list[str]] = []
+    client = engine.provider("aws").client  # type: ignore[union-attr]
+    client.meta.events.register(
+        "provide-client-params.secrets-manager.BatchGetSecretValue",
+        lambda params, **_: read.append(list(params["SecretIdList"])),
+    )
+    quiet = engine.run_cycle()
+    assert quiet.ok and quiet.target_writes == 0
+    assert delta(first.calls, quiet) == {"ListSecrets": 1}
+    assert read == []
+
+    changed = new_value()
+    sm.put_secret_value(SecretId=prefix + "s17", SecretString=changed)
+    once = engine.run_cycle()
+    assert once.ok, errors(once)
+    assert delta(quiet.calls, once) == {"ListSecrets": 1, "BatchGetSecretValue": 1}
+    assert read == [[prefix + "s17"]]
+    assert [i.name for i in once.items if i.action != "unchanged"] == ["s17"]
+    assert out(tmp_path, "s17") == changed.encode()
+    assert out(tmp_path, "s16") == values["s16"].encode()
+
+
+def test_filter_groups_cover_every_name_within_the_api_limits():
+    names = [f"team{i % 7}/app-{i:04d}" for i in range(500)] + ["a", "ab", "zz/x"]
+    groups = filter_groups(names)
+    assert all(1 <= len(g) <= 10 for g in groups)
+    prefixes = [p for g in groups for p in g]
+    assert all(any(n.startswith(p) for p in prefixes) for n in names)
+    assert all(p for p in prefixes), "an empty prefix would list the whole account"
+    assert len(groups) == 1
+    assert filter_groups(["x/one", "y/two"]) == [["x/one", "y/two"]]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_references_fail_alone_and_never_leak(tmp_path, aws, sm, prefix, canary):
+    good = new_value()
+    sm.create_secret(Name=prefix + "good", SecretString=good)
+    sm.create_secret(Name=prefix + "text", SecretString=canary)
+    sm.create_secret(Name=prefix + "json", SecretString=json.dumps({"a": canary}))
+    sm.create_secret(Name=prefix + "bin", SecretBinary=canary.encode())
+    sm.create_secret(Name=prefix + "notb64", SecretString=canary + "!")
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            one("good", name=prefix + "good"),
+            one("missing", name=prefix + "missing"),
+            one("nokey", name=prefix + "json", key="b"),
+            one("notjson", name=prefix + "text", key="a"),
+            one("binkey", name=prefix + "bin", key="a"),
+            one("badversion", name=prefix + "good", version_id="0" * 32),
+            one("notb64", name=prefix + "notb64", decode="base64"),
+        ],
+    )
+    result = engine.run_cycle()
+    assert not result.ok
+    assert out(tmp_path, "good") == good.encode()
+    errs = errors(result)
+    assert set(errs) == {"missing", "nokey", "notjson", "binkey", "badversion", "notb64"}
+    assert "secret not found" in errs["missing"] and f"aws:{prefix}missing" in errs["missing"]
+    assert "key 'b' not found" in errs["nokey"] and f"aws:{prefix}json#b" in errs["nokey"]
+    assert "not JSON" in errs["notjson"]
+    assert "binary" in errs["binkey"]
+    assert "not found" in errs["badversion"] and "version_id" in errs["badversion"]
+    assert "base64" in errs["notb64"]
+    assert all("provider 'aws'" in e for e in errs.values())
+    assert canary not in json.dumps(result.to_json())
+
+
+def test_provider_error_keeps_the_last_good_version(tmp_path, aws, sm, prefix):
+    value = new_value()
+    sm.create_secret(Name=prefix + "keep", SecretString=value)
+    engine = engine_for(tmp_path, aws, [one("keep", name=prefix + "keep")])
+    assert engine.run_cycle().ok
+    sm.delete_secret(SecretId=prefix + "keep", ForceDeleteWithoutRecovery=True)
+    failed = engine.run_cycle()
+    assert not failed.ok and failed.target_writes == 0
+    assert "secret not found" in errors(failed)["keep"]
+    assert out(tmp_path, "keep") == value.encode()
+
+
+def test_wrong_credentials_on_a_checking_server(tmp_path, aws, monkeypatch, prefix):
+    endpoint = aws["SYNCD_AWS_AUTH_ENDPOINT"]
+    key_id, secret = aws["SYNCD_AWS_AUTH_ACCESS_KEY_ID"], aws["SYNCD_AWS_AUTH_SECRET_ACCESS_KEY"]
+    value = new_value()
+    boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    ).create_secret(Name=prefix + "authz", SecretString=value)
+    secrets = [one("authz", name=prefix + "authz")]
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    good = Engine(load_config(write_config(tmp_path, aws, secrets, endpoint_url=endpoint)))
+    assert good.run_cycle().ok
+    assert out(tmp_path, "authz") == value.encode()
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-" + secret)
+    bad = Engine(load_config(write_config(tmp_path, aws, secrets, endpoint_url=endpoint)))
+    result = bad.run_cycle()
+    message = errors(result)["authz"]
+    assert "check the AWS credentials" in message and f"aws:{prefix}authz" in message
+    assert secret not in message
+    assert result.target_writes == 0 and out(tmp_path, "authz") == value.encode()
+
+
+def test_unreachable_endpoint_is_transient_after_retries(tmp_path, aws, prefix):
+    provider = _provider("http://127.0.0.1:9", max_attempts=2)
+    ref = AwsSecretRef(provider="aws", name=prefix + "x")
+    result = provider.versions([ref])[ref]
+    assert isinstance(result, ProviderError) and result.transient
+    assert "unreachable" in str(result) and f"aws:{prefix}x" in str(result)
+    assert provider.context.calls.snapshot()["aws"] == {"ListSecrets": 2}
+
+
+def test_no_region_is_a_clear_error(tmp_path, aws, monkeypatch, prefix):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    engine = engine_for(tmp_path, aws, [one("x", name=prefix + "x")])
+    assert "no AWS region" in errors(engine.run_cycle())["x"]
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers with the queued (status, body) pairs, then with the last one forever."""
+
+    script: ClassVar[list[tuple[int, dict[str, Any]]]] = []
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append(self.headers.get("X-Amz-Target", ""))
+        status, body = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def flaky() -> Iterator[type[_Flaky]]:
+    handler = type("Flaky", (_Flaky,), {"script": [], "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def _provider(endpoint: str, **cfg: Any) -> AwsSecretsManagerProvider:
+    config = AwsSecretsManagerConfig(
+        type="aws-secrets-manager", endpoint_url=endpoint, region="us-east-1", **cfg
+    )
+    context = ProviderContext(name="aws", base_dir=Path("."), calls=CallCounter())
+    return AwsSecretsManagerProvider(config, context=context)
+
+
+THROTTLED = (429, {"__type": "ThrottlingException", "message": "Rate exceeded"})
+UNAVAILABLE = (503, {"__type": "ServiceUnavailable", "message": "try later"})
+
+
+@pytest.mark.parametrize("mode", ["standard", "adaptive"])
+def test_throttling_and_5xx_are_retried_and_counted(aws, flaky, mode):
+    listing = {
+        "SecretList": [
+            {
+                "Name": "x",
+                "ARN": "arn:aws:secretsmanager:us-east-1:1:secret:x-abcdef",
+                "SecretVersionsToStages": {"v" * 32: ["AWSCURRENT"]},
+            }
+        ]
+    }
+    flaky.script[:] = [THROTTLED, UNAVAILABLE, (200, listing)]
+    provider = _provider(flaky.url, retry_mode=mode, max_attempts=4)
+    statuses: list[str] = []
+    provider.context.calls.add_listener(lambda _c, _op, status: statuses.append(status))
+    ref = AwsSecretRef(provider="aws", name="x")
+    assert provider.versions([ref]) == {ref: "v" * 32}
+    assert flaky.seen == ["secretsmanager.ListSecrets"] * 3
+    assert provider.context.calls.snapshot()["aws"] == {"ListSecrets": 3}
+    assert statuses == ["throttled", "error", "ok"]
+
+
+def test_throttling_surfaces_as_transient_only_after_retries(aws, flaky):
+    flaky.script[:] = [THROTTLED]
+    provider = _provider(flaky.url, max_attempts=3)
+    ref = AwsSecretRef(provider="aws", name="x")
+    result = provider.versions([ref])[ref]
+    assert isinstance(result, ProviderError) and result.transient
+    assert "ThrottlingException" in str(result) and "after 3 attempts" in str(result)
+    assert provider.context.calls.snapshot()["aws"] == {"ListSecrets": 3}
+    assert len(flaky.seen) == 3
+
+
+# --------------------------------------------------------------------------- auth and CLI
+
+
+def test_assume_role_once_not_per_cycle(tmp_path, aws, sm, prefix):
+    value = new_value()
+    sm.create_secret(Name=prefix + "role", SecretString=value)
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [one("role", name=prefix + "role")],
+        assume_role={
+            "role_arn": "arn:aws:iam::123456789012:role/syncd-reader",
+            "external_id": "ext-1",
+        },
+    )
+    for _ in range(3):
+        result = engine.run_cycle()
+        assert result.ok, errors(result)
+    assert out(tmp_path, "role") == value.encode()
+    assert result.calls["aws"]["AssumeRole"] == 1
+    assert result.calls["aws"]["ListSecrets"] == 3
+
+
+def test_cli_once_exit_codes(tmp_path, aws, sm, prefix, canary):
+    sm.create_secret(Name=prefix + "cli", SecretString=canary)
+    config = write_config(tmp_path, aws, [one("cli", name=prefix + "cli")])
+    syncd = str(ROOT / ".venv" / "bin" / "syncd")
+    ok = subprocess.run(
+        [syncd, "--config", str(config), "--once", "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["provider_calls"]["aws"] == {"BatchGetSecretValue": 1, "ListSecrets": 1}
+    assert out(tmp_path, "cli") == canary.encode()
+    assert canary not in ok.stdout + ok.stderr
+
+    broken = write_config(
+        tmp_path, aws, [one("cli", name=prefix + "cli"), one("gone", name=prefix + "gone")]
+    )
+    bad = subprocess.run(
+        [syncd, "--config", str(broken), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert f"aws:{prefix}gone" in bad.stdout + bad.stderr
+    assert canary not in bad.stdout + bad.stderr
+    assert out(tmp_path, "cli") == canary.encode()
