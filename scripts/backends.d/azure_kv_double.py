@@ -278,7 +278,9 @@ class Handler(BaseHTTPRequestHandler):
                 401,
                 {
                     "error": "invalid_client",
-                    "error_description": "AADSTS7000215: Invalid client secret or assertion provided.",
+                    "error_description": (
+                        "AADSTS7000215: Invalid client secret or assertion provided."
+                    ),
                 },
             )
             return
