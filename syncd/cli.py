@@ -208,13 +208,11 @@ def _report(result: CycleResult, *, output: str) -> None:
     for item in result.items:
         line = f"{_SYMBOL[item.action]} {item.name}: "
         if item.action == "error":
-            line += "failed"
-        elif item.action == "unchanged":
-            line += "unchanged"
+            line += "failed" + (f" (serving v{item.version})" if item.version else "")
         else:
-            line += f"{verb}{item.action}"
-        if item.version is not None:
-            line += f" v{item.version}"
+            line += "unchanged" if item.action == "unchanged" else f"{verb}{item.action}"
+            if item.version is not None:
+                line += f" v{item.version}"
         if item.changed_keys and item.action in ("create", "update"):
             line += f" (keys: {', '.join(item.changed_keys)})"
         if item.consumers:

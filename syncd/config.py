@@ -144,6 +144,19 @@ class SecretSpec(_Strict, Generic[RefT]):
     consumers: Literal["auto"] | list[str] = Field(
         "auto", description="Who uses this secret: 'auto' (found by reference) or names."
     )
+    namespace: str | None = Field(
+        None, description="Kubernetes: the namespace (default: the target's namespace)."
+    )
+    type: str | None = Field(
+        None,
+        description="Kubernetes Secret type: Opaque (default), kubernetes.io/dockerconfigjson, "
+        "kubernetes.io/tls, ...",
+    )
+    strategy: Literal["versioned", "in-place"] = Field(
+        "versioned",
+        description="versioned: new immutable <name>-v<N> per change, consumers repointed. "
+        "in-place: one stable object updated, consumers restarted (Kubernetes).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec[RefT]:

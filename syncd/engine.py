@@ -105,6 +105,9 @@ class _Work:
         if self.item.error is None:
             self.item.error = REDACTOR.redact(message)
             self.item.action = "error"
+            # report the version still served, not the one that failed to land
+            self.item.version = self.current.version if self.current else None
+            self.item.changed_keys = []
 
 
 @dataclass
@@ -530,19 +533,31 @@ class Engine:
         return {n: v for n, v in existing.items() if n not in names and v}
 
     def _prune(self, orphans: dict[str, list[VersionInfo]], items: list[PlanItem]) -> None:
+        """Delete secrets removed from the config (``prune: true``), sparing anything in use."""
         if not orphans:
             return
-        protected = self.target.protected()
         by_name = {i.name: i for i in items}
+        try:
+            protected = self.target.protected()
+        except Exception as exc:  # noqa: BLE001 - without the protected set nothing is deleted
+            for name in orphans:
+                by_name[name].error = f"not pruned: {_describe(exc)}"
+            return
         for name, versions in orphans.items():
+            item = by_name[name]
             for version in versions:
                 if version.object_name in protected:
-                    by_name[name].error = f"{version.object_name} is still referenced; not deleted"
+                    item.error = f"{version.object_name} is still referenced; not deleted"
                     continue
-                if self.target.delete_version(version):
-                    by_name[name].deleted.append(version.object_name)
+                try:
+                    deleted = self.target.delete_version(version)
+                except Exception as exc:  # noqa: BLE001 - retried next cycle
+                    item.error = f"can't delete {version.object_name}: {_describe(exc)}"
+                    continue
+                if deleted:
+                    item.deleted.append(version.object_name)
                 else:
-                    by_name[name].error = f"{version.object_name} is in use; not deleted"
+                    item.error = f"{version.object_name} is in use; not deleted"
 
     # ------------------------------------------------------------------ helpers
 

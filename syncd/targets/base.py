@@ -31,6 +31,18 @@ TARGET_COUNTER = "target"
 TARGET_READS = "target-read"
 
 
+def kubernetes_only(spec: SecretSpec[Any]) -> list[str]:
+    """Problems for secret fields that only the kubernetes target understands."""
+    problems = [
+        f"'{name}' applies to the kubernetes target only"
+        for name in ("namespace", "type")
+        if getattr(spec, name) is not None
+    ]
+    if spec.strategy != "versioned":
+        problems.append("'strategy' applies to the kubernetes target only")
+    return problems
+
+
 class TargetConfig(BaseModel):
     """Base of the ``target:`` block. Unknown keys are refused."""
 

@@ -38,7 +38,7 @@ from syncd.engine import render_env
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
 from syncd.model import NewVersion, VersionInfo
-from syncd.targets.base import Target, TargetConfig, TargetContext
+from syncd.targets.base import Target, TargetConfig, TargetContext, kubernetes_only
 
 DATA_LINK = "..data"
 STATE_FILE = "..syncd.json"
@@ -129,6 +129,7 @@ class FilesTarget(Target[FilesTargetConfig]):
             )
         if spec.consumers != "auto":
             problems.append("the files target has no consumers; remove 'consumers'")
+        problems.extend(kubernetes_only(spec))
         return problems
 
     # ------------------------------------------------------------------ key
