@@ -23,13 +23,14 @@ from providers.base import Provider, ProviderConfig, ProviderContext, Ref
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 
-FileFormat = Literal["yaml", "env", "json"]
+FileFormat = Literal["yaml", "env", "json", "chit"]
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BY_SUFFIX: dict[str, FileFormat] = {
     ".yaml": "yaml",
     ".yml": "yaml",
     ".env": "env",
     ".json": "json",
+    ".chit": "chit",
 }
 
 
@@ -39,7 +40,8 @@ class FileProviderConfig(ProviderConfig):
     type: Literal["file"]
     path: str = Field(description="File to read, relative to the config file.")
     format: FileFormat | None = Field(
-        None, description="yaml, env or json; by default taken from the file's extension."
+        None,
+        description="yaml, env, json or chit; by default taken from the file's extension.",
     )
     encoding: Literal["utf-8", "base64"] = Field(
         "utf-8", description="base64: every value in the file is base64 (binary secrets)."
@@ -113,8 +115,11 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
         if value is None or isinstance(value, dict | list):
             kind = "no value" if value is None else "a nested value, not a flat one"
             return self.error(ref, f"key {ref.key!r} in {self.path} has {kind}")
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        data = text.encode("utf-8")
+        if isinstance(value, bytes):
+            data = value
+        else:
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            data = text.encode("utf-8")
         if self.config.encoding == "base64":
             try:
                 data = base64.b64decode(data, validate=True)
@@ -132,6 +137,8 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
             raise FileFormatError("is not UTF-8 text (use encoding: base64 for binary)") from exc
         if self.format == "env":
             return parse_env(text)
+        if self.format == "chit":
+            return parse_chit(text)
         if self.format == "json":
             try:
                 data = json.loads(text)
@@ -192,6 +199,48 @@ def parse_env(text: str) -> dict[str, str]:
         else:
             value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()
         result[key] = value
+    return result
+
+
+def parse_chit(text: str) -> dict[str, str | bytes]:
+    """Parse a CHIT geometry packet: ``{"version", "namespace", "points": [...]}``.
+
+    Each point is ``{"label": KEY, "value": ..., "encoding": "cleartext" | "hex"}``. CHIT is
+    an encoding, not encryption: a hex value is the plain value in hex. Errors name the point
+    (never its value).
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FileFormatError(f"line {exc.lineno}: invalid JSON: {exc.msg}") from exc
+    points = doc.get("points") if isinstance(doc, dict) else None
+    if not isinstance(points, list):
+        raise FileFormatError("a CHIT packet needs a 'points' list")
+    result: dict[str, str | bytes] = {}
+    for index, point in enumerate(points):
+        where = f"points[{index}]"
+        if not isinstance(point, dict):
+            raise FileFormatError(f"{where} is not an object")
+        label = point.get("label")
+        if not isinstance(label, str) or not label:
+            raise FileFormatError(f"{where} has no 'label'")
+        if label in result:
+            raise FileFormatError(f"{where}: label {label!r} appears twice")
+        value = point.get("value")
+        if not isinstance(value, str):
+            raise FileFormatError(f"{where} ({label}) has no string 'value'")
+        encoding = point.get("encoding", "cleartext")
+        if encoding == "hex":
+            try:
+                result[label] = bytes.fromhex(value)
+            except ValueError as exc:
+                raise FileFormatError(f"{where} ({label}): 'value' is not valid hex") from exc
+        elif encoding == "cleartext":
+            result[label] = value
+        else:
+            raise FileFormatError(
+                f"{where} ({label}): unknown encoding {encoding!r} (cleartext or hex)"
+            )
     return result
 
 

@@ -130,3 +130,44 @@ def test_versions_is_one_stat_and_no_read(tmp_path):
     assert p.context.calls.snapshot() == {"local": {"stat": 1}}
     (tmp_path / "keys.yaml").write_text("a: 1\nb: 3\n")
     assert p.versions(refs)[refs[0]] != tokens[refs[0]]
+
+
+def chit(*points: dict[str, str]) -> str:
+    return json.dumps({"version": "1", "namespace": "pmoves", "points": list(points)})
+
+
+def test_chit_packet_cleartext_and_hex(tmp_path):
+    value, binary = new_value(), bytes([0, 255, 10])
+    (tmp_path / "secrets.chit").write_text(
+        chit(
+            {"label": "openai_api_key", "value": value, "encoding": "cleartext"},
+            {"label": "blob", "value": binary.hex(), "encoding": "hex"},
+            {"label": "plain", "value": "no-encoding-means-cleartext"},
+        )
+    )
+    p = provider(tmp_path / "secrets.chit")
+    assert fetch_one(p, "openai_api_key").value == value.encode()  # type: ignore[union-attr]
+    assert fetch_one(p, "blob").value == binary  # type: ignore[union-attr]
+    assert fetch_one(p, "plain").value == b"no-encoding-means-cleartext"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        (
+            [{"label": "a", "value": "zz", "encoding": "hex"}],
+            "points[0] (a): 'value' is not valid hex",
+        ),
+        ([{"value": "x"}], "points[0] has no 'label'"),
+        ([{"label": "a", "value": "1"}, {"label": "a", "value": "2"}], "label 'a' appears twice"),
+        ([{"label": "a", "value": "1", "encoding": "rot13"}], "unknown encoding 'rot13'"),
+    ],
+)
+def test_bad_chit_packets(tmp_path, points, message, canary):
+    for point in points:
+        point.setdefault("value", canary)
+    (tmp_path / "bad.chit").write_text(chit(*points))
+    result = fetch_one(provider(tmp_path / "bad.chit"), "a")
+    assert isinstance(result, ProviderError)
+    assert message in str(result)
+    assert canary not in str(result)
