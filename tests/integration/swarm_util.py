@@ -1,0 +1,343 @@
+"""Helpers for the swarm target's tests: a scratch project (source file + config) on the real
+test Swarm, services built from the imported busybox image, and cleanup of what a test made.
+
+Every object a test creates carries its own random prefix, so tests never see each other's
+secrets and a crashed run leaves nothing that the next one would mistake for its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+import pytest
+import yaml
+
+from syncd.config import load_config
+from syncd.engine import CycleResult, Engine
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+SYNCD = ROOT / ".venv" / "bin" / "syncd"
+SECOND = 1_000_000_000  # Docker durations are nanoseconds
+
+#: A reader that logs each read of its secret file; exits cleanly on SIGTERM (sh as PID 1
+#: would otherwise ignore it and every rollout would wait for the kill timeout).
+READER = (
+    "trap 'exit 0' TERM; "
+    "while true; do read up _ < /proc/uptime; "
+    'if v=$(cat "$SECRET_FILE"); then echo "$up $SLOT $TASK ok $v"; '
+    'else echo "$up $SLOT $TASK FAIL"; fi >> "/log/$TASK.log"; '
+    "sleep 0.1; done"
+)
+IDLE = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Swarm:
+    """The running test swarm."""
+
+    env: dict[str, str]
+    api: Any
+
+    @property
+    def host(self) -> str:
+        return self.env["DOCKER_HOST"]
+
+    @property
+    def image(self) -> str:
+        return self.env["SYNCD_TEST_IMAGE"]
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+        """Run the docker CLI against the test swarm."""
+        run_env = {**os.environ, "DOCKER_HOST": self.host, **(env or {})}
+        out = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, env=run_env, check=False
+        )
+        if check and out.returncode != 0:
+            pytest.fail(f"docker {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def service_secrets(self, name: str, *, previous: bool = False) -> list[dict[str, Any]]:
+        """The secret references of a service's current (or previous) spec."""
+        service = self.api.inspect_service(name)
+        spec = service.get("PreviousSpec" if previous else "Spec") or {}
+        refs: list[dict[str, Any]] = (
+            spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Secrets") or []
+        )
+        return refs
+
+    def secret_names(self, prefix: str) -> set[str]:
+        return {
+            s["Spec"]["Name"]
+            for s in self.api.secrets(filters={"name": prefix})
+            if s["Spec"]["Name"].startswith(prefix)
+        }
+
+    def running_tasks(self, service: str) -> list[dict[str, Any]]:
+        tasks = self.api.tasks(filters={"service": service, "desired-state": "running"})
+        return [t for t in tasks if t["Status"]["State"] == "running"]
+
+    def read_in_task(self, service: str, path: str) -> str:
+        """Read a file inside a running task of ``service`` (one that runs the current spec)."""
+        tasks = self.api.tasks(filters={"service": service, "_up-to-date": "true"})
+        running = [
+            t for t in tasks if t["Status"]["State"] == "running" and t["DesiredState"] == "running"
+        ]
+        assert running, f"no running up-to-date task of {service}"
+        container = running[0]["Status"]["ContainerStatus"]["ContainerID"]
+        exec_id = self.api.exec_create(container, ["cat", path])["Id"]
+        output: bytes = self.api.exec_start(exec_id)
+        return output.decode()
+
+
+@dataclass
+class Project:
+    """One test's scratch folder: ``keys.yaml`` (the file provider's source) and configs."""
+
+    root: Path
+    swarm: Swarm
+    prefix: str
+    services: list[str] = field(default_factory=list)
+    #: unprefixed names a test uses (the guide's own names): secrets and logical names
+    extra_secrets: set[str] = field(default_factory=set)
+    stacks: list[str] = field(default_factory=list)
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def key_config(self) -> str:
+        return f"{self.prefix}fingerprint-key"
+
+    def set_values(self, values: dict[str, str]) -> None:
+        """Rewrite the source file; a new mtime/size is what the file provider detects."""
+        path = self.root / "keys.yaml"
+        path.write_text(yaml.safe_dump(values, default_style='"'), encoding="utf-8")
+        # make sure the stat token changes even within one mtime tick
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+
+    def config(
+        self,
+        secret_specs: Sequence[dict[str, Any]],
+        *,
+        keep: int = 1,
+        timeout: str = "90s",
+        target: dict[str, Any] | None = None,
+        filename: str = "syncd.yaml",
+    ) -> Path:
+        doc = {
+            "providers": {"local": {"type": "file", "path": "keys.yaml"}},
+            "target": {
+                "type": "swarm",
+                "docker_host": self.swarm.host,
+                "key_config": self.key_config,
+                **(target or {}),
+            },
+            "defaults": {"keep": keep, "timeout": timeout},
+            "secrets": list(secret_specs),
+        }
+        path = self.root / filename
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return path
+
+    def cycle(self, config: Path | None = None, *, engine: Engine | None = None) -> CycleResult:
+        """One cycle through the engine (a fresh one unless given: state lives in the swarm)."""
+        if engine is not None:
+            return engine.run_cycle()
+        own = Engine(load_config(config or self.root / "syncd.yaml"))
+        try:
+            return own.run_cycle()
+        finally:
+            own.close()
+
+    def syncd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the ``syncd`` CLI."""
+        return subprocess.run(
+            [str(SYNCD), *args], capture_output=True, text=True, check=False, cwd=self.root
+        )
+
+    def service(
+        self,
+        base: str,
+        *,
+        secrets: Sequence[tuple[str, str]],
+        command: str = IDLE,
+        replicas: int = 1,
+        env: Sequence[str] = (),
+        order: str = "start-first",
+        monitor: float = 0.5,
+        failure_action: str = "pause",
+        log_dir: Path | None = None,
+        labels: dict[str, str] | None = None,
+        constraints: Sequence[str] = (),
+        exact_name: bool = False,
+    ) -> str:
+        """Create a service referencing ``secrets`` as (secret name, target file) pairs."""
+        name = base if exact_name else self.name(base)
+        refs = []
+        for secret_name, target in secrets:
+            secret_id = self.swarm.api.inspect_secret(secret_name)["ID"]
+            refs.append(
+                docker.types.SecretReference(
+                    secret_id, secret_name, filename=target, uid="0", gid="0", mode=0o440
+                )
+            )
+        mounts = []
+        if log_dir is not None:
+            mounts.append(docker.types.Mount("/log", str(log_dir), type="bind"))
+        spec = docker.types.ContainerSpec(
+            self.swarm.image,
+            ["sh", "-c", command],
+            env=["SLOT={{.Task.Slot}}", "TASK={{.Task.ID}}", *env],
+            secrets=refs,
+            mounts=mounts,
+            stop_grace_period=2 * SECOND,
+        )
+        template = docker.types.TaskTemplate(
+            spec,
+            restart_policy=docker.types.RestartPolicy(condition="any", delay=SECOND // 5),
+            placement=(
+                docker.types.Placement(constraints=list(constraints)) if constraints else None
+            ),
+        )
+        update = docker.types.UpdateConfig(
+            parallelism=1,
+            delay=0,
+            failure_action=failure_action,
+            monitor=int(monitor * SECOND),
+            max_failure_ratio=0,
+            order=order,
+        )
+        self.swarm.api.create_service(
+            template,
+            name=name,
+            mode=docker.types.ServiceMode("replicated", replicas=replicas),
+            update_config=update,
+            rollback_config=docker.types.RollbackConfig(
+                parallelism=1, delay=0, monitor=int(monitor * SECOND), order=order
+            ),
+            labels={"test.owner": self.prefix, **(labels or {})},
+        )
+        self.services.append(name)
+        if not constraints:
+            wait_until(
+                f"{replicas} running task(s) of {name}",
+                lambda: len(self.swarm.running_tasks(name)) >= replicas or None,
+            )
+        return name
+
+    def cleanup(self) -> None:
+        """Remove this test's services, stacks, secrets (managed or not) and configs."""
+        api = self.swarm.api
+        for stack in self.stacks:
+            self.swarm.cli("stack", "rm", stack, check=False)
+        for name in self.services:
+            try:
+                api.remove_service(name)
+            except docker.errors.NotFound:
+                continue
+        for secret in api.secrets():
+            spec = secret["Spec"]
+            logical = (spec.get("Labels") or {}).get("syncd.name", "")
+            if (
+                spec["Name"].startswith(self.prefix)
+                or spec["Name"] in self.extra_secrets
+                or logical.startswith(self.prefix)
+                or logical in self.extra_secrets
+            ):
+                _remove_quietly(api.remove_secret, secret["ID"])
+        for cfg in api.configs(filters={"name": self.prefix}):
+            _remove_quietly(api.remove_config, cfg["ID"])
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_quietly(remove: Callable[[str], Any], ident: str) -> None:
+    try:
+        remove(ident)
+    except docker.errors.APIError as exc:
+        logging.getLogger(__name__).warning("cleanup: can't remove %s: %s", ident, exc)
+
+
+def new_project(swarm: Swarm) -> Project:
+    prefix = "t" + secrets.token_hex(3) + "-"
+    root = Path(tempfile.mkdtemp(prefix="syncd-swarm-"))
+    return Project(root=root, swarm=swarm, prefix=prefix)
+
+
+@contextmanager
+def standalone_dockerd() -> Iterator[str]:
+    """A second Docker daemon that is not part of any swarm; yields its DOCKER_HOST.
+
+    It proves what syncd says when pointed at a node that can't manage swarm objects.
+    """
+    root = Path(tempfile.mkdtemp(prefix="syncd-dk-", dir="/tmp"))
+    sock = root / "d.sock"
+    log = (root / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            "dockerd",
+            "--host",
+            f"unix://{sock}",
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "d.pid"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = docker.APIClient(base_url=f"unix://{sock}", version="1.41", timeout=5)
+        wait_until("the standalone dockerd", lambda: _pings(client), timeout=60)
+        client.close()
+        yield f"unix://{sock}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except (docker.errors.DockerException, OSError, ConnectionError):  # not up yet
+        return False
