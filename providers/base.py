@@ -104,5 +104,12 @@ class Provider(ABC, Generic[C, R]):
     def fetch(self, refs: Sequence[R]) -> Mapping[R, Fetched | ProviderError]:
         """Values (and the version id read) per reference."""
 
+    def list_keys(self, ref: R) -> Mapping[str, Ref] | ProviderError:
+        """Every key under ``ref`` as its own reference, for ``data_from`` bundles.
+
+        Providers that can't enumerate a source keep this default, which says so.
+        """
+        return self.error(ref, f"the {self.type_name} provider can't list keys; use 'data'")
+
     def close(self) -> None:
         """Release connections; called once when the process stops or reloads."""

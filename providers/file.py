@@ -49,13 +49,15 @@ class FileProviderConfig(ProviderConfig):
 
 
 class FileRef(Ref):
-    """``{provider: local, key: openai_api_key}``."""
+    """``{provider: local, key: openai_api_key}``; without ``key``, the whole file."""
 
-    key: str = Field(min_length=1, description="The key in the file.")
+    key: str | None = Field(
+        None, min_length=1, description="The key in the file (none: the whole file's bytes)."
+    )
 
     def describe(self) -> str:
-        """``local:openai_api_key``."""
-        return f"{self.provider}:{self.key}"
+        """``local:openai_api_key`` (``local:*`` for the whole file)."""
+        return f"{self.provider}:{self.key or '*'}"
 
 
 class FileFormatError(ValueError):
@@ -75,6 +77,7 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
         self.format: FileFormat | None = config.format or _BY_SUFFIX.get(self.path.suffix.lower())
         if self.format is None and self.path.name.startswith(".env"):
             self.format = "env"
+        self._listed: tuple[str, list[str]] | None = None
 
     def _token(self) -> str:
         self.count("stat")
@@ -97,12 +100,33 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
             token = self._token()
             self.count("read")
             raw = self.path.read_bytes()
-            entries = self._parse(raw)
         except OSError as exc:
             return {ref: self._read_error(ref, exc) for ref in refs}
+        results: dict[FileRef, Fetched | ProviderError] = {}
+        keyed = [ref for ref in refs if ref.key is not None]
+        for ref in refs:
+            if ref.key is None:
+                results[ref] = self._decoded(ref, raw, token)
+        if keyed:
+            try:
+                entries = self._parse(raw)
+            except FileFormatError as exc:
+                return {**results, **{ref: self.error(ref, f"{self.path}: {exc}") for ref in keyed}}
+            results.update({ref: self._value(ref, entries, token) for ref in keyed})
+        return results
+
+    def list_keys(self, ref: FileRef) -> Mapping[str, Ref] | ProviderError:
+        """Every key in the file; parsed only when the file changed since the last listing."""
+        try:
+            token = self._token()
+            if self._listed is None or self._listed[0] != token:
+                self.count("read")
+                self._listed = (token, list(self._parse(self.path.read_bytes())))
+        except OSError as exc:
+            return self._read_error(ref, exc)
         except FileFormatError as exc:
-            return {ref: self.error(ref, f"{self.path}: {exc}") for ref in refs}
-        return {ref: self._value(ref, entries, token) for ref in refs}
+            return self.error(ref, f"{self.path}: {exc}")
+        return {key: ref.model_copy(update={"key": key}) for key in self._listed[1]}
 
     def _read_error(self, ref: FileRef, exc: OSError) -> ProviderError:
         reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
@@ -125,6 +149,9 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
                 data = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError):
                 return self.error(ref, f"key {ref.key!r} in {self.path} is not valid base64")
+        return self._decoded(ref, data, token)
+
+    def _decoded(self, ref: FileRef, data: bytes, token: str) -> Fetched | ProviderError:
         try:
             return Fetched(ref.decoded(data), token)
         except ProviderError as exc:

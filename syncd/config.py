@@ -127,6 +127,17 @@ ProviderT = TypeVar("ProviderT", bound=BaseModel)
 TargetT = TypeVar("TargetT", bound=BaseModel)
 
 Format = Literal["env", "yaml", "json"]
+KeyStyle = Literal["as-is", "snake", "upper", "kebab"]
+
+
+def style_key(key: str, style: KeyStyle) -> str:
+    """``OPENAI_API_KEY`` / ``openai_api_key`` / ``openai-api-key`` in the chosen style."""
+    if style == "as-is":
+        return key
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", key) if w]
+    if style == "upper":
+        return "_".join(words).upper()
+    return ("-" if style == "kebab" else "_").join(words).lower()
 
 
 class SecretSpec(_Strict, Generic[RefT]):
@@ -135,6 +146,15 @@ class SecretSpec(_Strict, Generic[RefT]):
     name: str = Field(min_length=1, description="Logical name; versions are <name>-v<N>.")
     from_: RefT | None = Field(None, alias="from", description="Where the single value comes from.")
     data: dict[str, RefT] | None = Field(None, description="A bundle: key -> where it comes from.")
+    data_from: RefT | None = Field(
+        None,
+        description="A bundle of every key a source holds (kubectl --from-env-file).",
+    )
+    key_style: KeyStyle = Field(
+        "as-is",
+        description="Rename bundle keys: snake (openai_api_key), upper (OPENAI_API_KEY) "
+        "or kebab (openai-api-key).",
+    )
     format: Format | None = Field(
         None, description="Render the bundle into one value (env, yaml or json)."
     )
@@ -160,13 +180,24 @@ class SecretSpec(_Strict, Generic[RefT]):
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec[RefT]:
-        if (self.from_ is None) == (self.data is None):
-            raise ValueError("give exactly one of 'from' (one value) or 'data' (a bundle)")
+        given = [self.from_ is not None, self.data is not None, self.data_from is not None]
+        if given.count(True) != 1:
+            raise ValueError(
+                "give exactly one of 'from' (one value), 'data' (a bundle) or 'data_from' "
+                "(every key of a source)"
+            )
         if self.data is not None and not self.data:
             raise ValueError("'data' needs at least one key")
         if self.from_ is not None and self.format is not None:
-            raise ValueError("'format' renders a bundle; it needs 'data', not 'from'")
+            raise ValueError("'format' renders a bundle; it needs 'data' or 'data_from'")
+        if self.from_ is not None and self.key_style != "as-is":
+            raise ValueError("'key_style' renames bundle keys; it needs 'data' or 'data_from'")
         return self
+
+    @property
+    def is_bundle(self) -> bool:
+        """A bundle of keys (``data`` or ``data_from``) rather than one value."""
+        return self.from_ is None
 
 
 class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
@@ -189,6 +220,8 @@ class Secret:
 
     spec: SecretSpec[Any]
     refs: dict[str, Ref]
+    #: for ``data_from``: the reference whose keys become the bundle (refs filled per cycle)
+    source: Ref | None
     refresh: float
     keep: int
     timeout: float
@@ -419,6 +452,8 @@ def _validate_secrets(
         seen[spec.name] = index
         if spec.from_ is not None:
             raw_refs = {spec.name: (spec.from_, (*loc, "from"))}
+        elif spec.data_from is not None:
+            raw_refs = {"": (spec.data_from, (*loc, "data_from"))}
         else:
             raw_refs = {k: (r, (*loc, "data", k)) for k, r in (spec.data or {}).items()}
         refs: dict[str, Ref] = {}
@@ -432,10 +467,12 @@ def _validate_secrets(
                 reader.issue(loc, problem)
         if len(refs) == len(raw_refs):
             defaults = loose.defaults
+            source = refs.pop("") if spec.data_from is not None else None
             secrets.append(
                 Secret(
                     spec=spec,
                     refs=refs,
+                    source=source,
                     refresh=spec.refresh if spec.refresh is not None else defaults.refresh,
                     keep=spec.keep if spec.keep is not None else defaults.keep,
                     timeout=spec.timeout if spec.timeout is not None else defaults.timeout,

@@ -20,7 +20,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ import yaml
 
 from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
-from syncd.config import Config, Secret
+from syncd.config import Config, Secret, style_key
 from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import Consumer, Fetched, NewVersion, PlanItem, VersionInfo
@@ -133,9 +133,12 @@ class Engine:
         self.clock = clock
         self._providers: dict[str, Provider[Any, Any] | ProviderError] = {}
         target_cls, target_config = config.target
-        self.target: Target[Any] = target_cls(
-            target_config, context=TargetContext(base_dir=config.base_dir, calls=self.calls)
+        context = TargetContext(
+            base_dir=config.base_dir,
+            calls=self.calls,
+            secrets={s.name: s.spec for s in config.secrets},
         )
+        self.target: Target[Any] = target_cls(target_config, context=context)
         self._key: bytes | None = None
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved (a touched file, a re-put value) is not fetched again
@@ -205,6 +208,7 @@ class Engine:
                 work.fail("fingerprint key unavailable from the target")
             return [w.item for w in works]
 
+        self._expand_sources(works)
         self._collect_tokens(works)
         self._fetch_changed(works)
         self._render(works, key)
@@ -255,6 +259,26 @@ class Engine:
                     work.fail(f"can't store the fingerprint key: {_describe(exc)}")
                     work.new = None
 
+    def _expand_sources(self, works: Sequence[_Work]) -> None:
+        """Fill ``data_from`` bundles with every key their source holds right now."""
+        for work in works:
+            source = work.secret.source
+            if source is None:
+                continue
+            provider = self.provider(source.provider)
+            listed: Any = provider
+            if not isinstance(provider, ProviderError):
+                try:
+                    listed = provider.list_keys(source)
+                except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
+                    listed = ProviderError(source.provider, source.describe(), _describe(exc))
+            if isinstance(listed, ProviderError):
+                work.fail(str(listed))
+            elif not listed:
+                work.fail(f"provider {source.provider!r}, {source.describe()}: holds no keys")
+            else:
+                work.secret = replace(work.secret, refs=dict(listed))
+
     def _by_provider(self, works: Iterable[_Work]) -> dict[str, list[tuple[_Work, str, Ref]]]:
         grouped: dict[str, list[tuple[_Work, str, Ref]]] = defaultdict(list)
         for work in works:
@@ -268,6 +292,7 @@ class Engine:
         """Call ``versions`` or ``fetch`` once per provider; any failure lands on its refs."""
         provider = self.provider(name)
         refs = list(dict.fromkeys(ref for _, _, ref in entries))
+        log.debug("provider %s: %s for %d references", name, method, len(refs))
         if isinstance(provider, ProviderError):
             return dict.fromkeys(refs, provider)
         try:
@@ -587,7 +612,22 @@ def _describe(exc: BaseException) -> str:
 
 
 def render(secret: Secret, values: dict[str, bytes]) -> dict[str, bytes]:
-    """The bundle a target stores: ``{key: bytes}``, or one rendered value with ``format``."""
+    """The bundle a target stores: ``{key: bytes}``, or one rendered value with ``format``.
+
+    Bundle keys are renamed by ``key_style`` first; two keys landing on one name is an error.
+    """
+    if secret.spec.is_bundle:
+        styled: dict[str, bytes] = {}
+        origin: dict[str, str] = {}
+        for key in sorted(values):
+            name = style_key(key, secret.spec.key_style)
+            if name in styled:
+                raise ValueError(
+                    f"keys {origin[name]!r} and {key!r} both become {name!r} "
+                    f"with key_style {secret.spec.key_style}"
+                )
+            styled[name], origin[name] = values[key], key
+        values = styled
     fmt = secret.spec.format
     if fmt is None:
         return dict(values)

@@ -11,8 +11,8 @@ them. A target must make each write idempotent: the engine may repeat any step a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -24,6 +24,7 @@ from syncd.model import Consumer, NewVersion, VersionInfo
 
 if TYPE_CHECKING:
     from syncd.config import SecretSpec
+    from syncd.leader import LeaderElector
 
 #: The component name under which target writes are counted.
 TARGET_COUNTER = "target"
@@ -53,10 +54,13 @@ class TargetConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target gets from the process: where relative paths start, and counters."""
+    """What a target gets from the process: where relative paths start, counters, and the
+    secrets it manages (targets that place secrets per secret, e.g. by namespace, need them).
+    """
 
     base_dir: Path
     calls: CallCounter
+    secrets: Mapping[str, SecretSpec[Any]] = field(default_factory=dict)
 
 
 C = TypeVar("C", bound=TargetConfig)
@@ -140,6 +144,13 @@ class Target(ABC, Generic[C]):
         raise TargetError(
             f"{self.type_name} target does not delete single versions ({version.object_name})"
         )
+
+    def leader_elector(
+        self, *, identity: str, on_change: Callable[[bool], None]
+    ) -> LeaderElector | None:
+        """An elector when the target supports (and the config enables) leader election."""
+        del identity, on_change
+        return None
 
     def close(self) -> None:
         """Release connections."""

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import Field, field_validator
 
-from syncd.config import SecretSpec
+from syncd.config import SecretSpec, style_key
 from syncd.engine import render_env
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
@@ -125,7 +125,7 @@ class FilesTarget(Target[FilesTargetConfig]):
             problems.extend(
                 f"data key {key!r} can't be a file name"
                 for key in spec.data
-                if not _NAME.match(key)
+                if not _NAME.match(style_key(key, spec.key_style))
             )
         if spec.consumers != "auto":
             problems.append("the files target has no consumers; remove 'consumers'")

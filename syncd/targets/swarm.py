@@ -222,7 +222,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         problem = name_problem(config.naming, spec.name)
         if problem:
             problems.append(problem)
-        if spec.data is not None and spec.format is None:
+        if spec.is_bundle and spec.format is None:
             problems.append(
                 "a Swarm secret is one blob: a 'data' bundle needs 'format' (env, yaml or json)"
             )
