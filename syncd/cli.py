@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncd",
         description="Sync secrets from Vault/OpenBao, AWS and Azure into Docker Swarm, "
         "Kubernetes or files, with versioned zero-downtime swaps.",
-        epilog="Commands: check, schema, names. Run 'syncd COMMAND --help' for each.",
+        epilog="Commands: check, schema, names, doctor. Run 'syncd COMMAND --help' for each.",
     )
     _common(parser)
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
@@ -83,7 +83,14 @@ def build_subparsers() -> dict[str, argparse.ArgumentParser]:
     )
     _common(names)
     names.add_argument("--format", default="env", choices=["env", "json"])
-    return {"check": check, "schema": schema, "names": names}
+    doctor = argparse.ArgumentParser(
+        prog="syncd doctor",
+        description="Check how consumers use the managed secrets (read-only). "
+        "Exit 0 when clean, 1 when problems were found.",
+    )
+    _common(doctor)
+    doctor.add_argument("--output", default="text", choices=["text", "json"])
+    return {"check": check, "schema": schema, "names": names, "doctor": doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if command == "names":
         return cmd_names(config, fmt=args.format)
+    if command == "doctor":
+        return cmd_doctor(config, output=args.output)
     if args.dry_run and not args.once:
         print("syncd: --dry-run needs --once", file=sys.stderr)
         return EXIT_ERROR
@@ -169,6 +178,27 @@ def cmd_names(config: Config, *, fmt: str) -> int:
     for name in missing:
         print(f"error: {name}: no version exists yet (run syncd --once first)", file=sys.stderr)
     return EXIT_ERROR if missing else EXIT_OK
+
+
+def cmd_doctor(config: Config, *, output: str) -> int:
+    """Print each problem with its subject and fix; exit 1 when there are any."""
+    from dataclasses import asdict
+
+    from syncd.doctor import diagnose
+    from syncd.errors import SyncdError
+
+    try:
+        findings = diagnose(config)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if output == "json":
+        print(json.dumps({"problems": [asdict(f) for f in findings]}, indent=2))
+    elif not findings:
+        print("no problems found")
+    for finding in findings if output == "text" else []:
+        print(f"{finding.subject}: {finding.problem}\n  fix: {finding.fix}")
+    return EXIT_ERROR if findings else EXIT_OK
 
 
 def env_var_name(name: str) -> str:

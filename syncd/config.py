@@ -203,6 +203,10 @@ class SecretSpec(_Strict, Generic[RefT]):
 class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
     """The whole config file."""
 
+    extends: str | None = Field(
+        None,
+        description="A base config this one refines (mappings merge, secrets merge by name).",
+    )
     providers: dict[str, ProviderT] = Field(description="Named secret sources.")
     target: TargetT = Field(description="Where secrets are written (one per config).")
     defaults: Defaults = Field(default_factory=Defaults)
@@ -270,30 +274,35 @@ class _Reader:
     def __init__(self, filename: str, env: dict[str, str]) -> None:
         self.filename = filename
         self.env = env
-        self.lines: dict[Loc, int] = {}
+        #: where each path was written: (file, line); files differ once ``extends`` merged
+        self.lines: dict[Loc, tuple[str, int]] = {}
         self.issues: list[ConfigIssue] = []
 
     def issue(self, loc: Loc, message: str) -> None:
-        self.issues.append(ConfigIssue(self.filename, format_loc(loc), message, self.line(loc)))
+        file, line = self.where(loc)
+        self.issues.append(ConfigIssue(file, format_loc(loc), message, line))
 
-    def line(self, loc: Loc) -> int | None:
+    def where(self, loc: Loc) -> tuple[str, int | None]:
         for end in range(len(loc), -1, -1):
             if loc[:end] in self.lines:
                 return self.lines[loc[:end]]
-        return None
+        return self.filename, None
+
+    def mark(self, loc: Loc, node: yaml.Node) -> None:
+        self.lines[loc] = (self.filename, node.start_mark.line + 1)
 
     def read(self, node: yaml.Node, loc: Loc, loader: yaml.SafeLoader) -> Any:
-        self.lines[loc] = node.start_mark.line + 1
+        self.mark(loc, node)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 key = loader.construct_object(key_node)
                 if not isinstance(key, str):
-                    self.lines[(*loc, str(key))] = key_node.start_mark.line + 1
+                    self.mark((*loc, str(key)), key_node)
                     self.issue((*loc, str(key)), f"key {key!r} must be a string")
                     continue
                 if key in result:
-                    self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                    self.mark((*loc, key), key_node)
                     self.issue((*loc, key), "duplicate key")
                     continue
                 result[key] = self.read(value_node, (*loc, key), loader)
@@ -355,6 +364,124 @@ def _read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, _Reader]:
     return data, reader
 
 
+# --------------------------------------------------------------------------- extends
+
+MAX_EXTENDS = 10
+
+
+def _load_tree(path: Path, env: dict[str, str], chain: tuple[Path, ...]) -> tuple[Any, _Reader]:
+    """Read ``path``; when it says ``extends: base.yaml``, merge it over that base.
+
+    Mappings merge key by key, ``secrets`` merge by ``name`` (an overlay entry refines the
+    base entry of the same name, new names are appended), any other value is replaced.
+    Errors keep pointing at the file and line where each value was written.
+    """
+    data, reader = _read_yaml(path, env)
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    if not isinstance(data, dict) or "extends" not in data:
+        return data, reader
+    parent_name = data.pop("extends")
+    if not isinstance(parent_name, str) or not parent_name:
+        reader.issue(("extends",), "must be the path of a base config file")
+        raise ConfigError(reader.issues)
+    parent = (path.parent / parent_name).resolve()
+    if parent in (*chain, path.resolve()) or len(chain) >= MAX_EXTENDS:
+        reader.issue(
+            ("extends",), f"{parent} extends itself (loop: {' -> '.join(map(str, chain))})"
+        )
+        raise ConfigError(reader.issues)
+    base, base_reader = _load_tree(parent, env, (*chain, path.resolve()))
+    merged = _Reader(str(path), env)
+    merged.lines[()] = (str(path), 1)
+    result = _merge(
+        base, data, base_lines=base_reader.lines, over_lines=reader.lines, loc=(), into=merged
+    )
+    return result, merged
+
+
+def _moved(lines: dict[Loc, tuple[str, int]], old: Loc, new: Loc, into: _Reader) -> None:
+    """Copy the line of ``old`` and everything under it to ``new``."""
+    size = len(old)
+    for loc, where in lines.items():
+        if loc[:size] == old:
+            into.lines[new + loc[size:]] = where
+
+
+def _merge(
+    base: Any,
+    over: Any,
+    *,
+    base_lines: dict[Loc, tuple[str, int]],
+    over_lines: dict[Loc, tuple[str, int]],
+    loc: Loc,
+    into: _Reader,
+) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        into.lines[loc] = over_lines.get(loc, base_lines.get(loc, (into.filename, 1)))
+        result: dict[str, Any] = {}
+        for key in base.keys() | over.keys():
+            sub = (*loc, key)
+            if key in base and key in over:
+                result[key] = _merge(
+                    base[key],
+                    over[key],
+                    base_lines=base_lines,
+                    over_lines=over_lines,
+                    loc=sub,
+                    into=into,
+                )
+            elif key in base:
+                result[key] = base[key]
+                _moved(base_lines, sub, sub, into)
+            else:
+                result[key] = over[key]
+                _moved(over_lines, sub, sub, into)
+        return {k: result[k] for k in [*base, *(k for k in over if k not in base)]}
+    if loc == ("secrets",) and isinstance(base, list) and isinstance(over, list):
+        return _merge_secrets(base, over, base_lines=base_lines, over_lines=over_lines, into=into)
+    _moved(over_lines, loc, loc, into)
+    return over
+
+
+def _merge_secrets(
+    base: list[Any],
+    over: list[Any],
+    *,
+    base_lines: dict[Loc, tuple[str, int]],
+    over_lines: dict[Loc, tuple[str, int]],
+    into: _Reader,
+) -> list[Any]:
+    into.lines[("secrets",)] = over_lines.get(("secrets",), (into.filename, 1))
+    names = [s.get("name") if isinstance(s, dict) else None for s in base]
+    result = list(base)
+    for index in range(len(base)):
+        _moved(base_lines, ("secrets", index), ("secrets", index), into)
+    for index, item in enumerate(over):
+        name = item.get("name") if isinstance(item, dict) else None
+        if name is not None and name in names:
+            at = names.index(name)
+            refined = _merge(
+                base[at],
+                item,
+                base_lines=base_lines,
+                over_lines=_shifted(over_lines, index, at),
+                loc=("secrets", at),
+                into=into,
+            )
+            result[at] = refined
+        else:
+            _moved(over_lines, ("secrets", index), ("secrets", len(result)), into)
+            result.append(item)
+    return result
+
+
+def _shifted(lines: dict[Loc, tuple[str, int]], old: int, new: int) -> dict[Loc, tuple[str, int]]:
+    """``lines`` with ``secrets[old]`` renumbered as ``secrets[new]``."""
+    prefix = ("secrets", old)
+    return {("secrets", new, *loc[2:]) if loc[:2] == prefix else loc: w for loc, w in lines.items()}
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -372,9 +499,7 @@ def _add_validation_issues(reader: _Reader, exc: ValidationError, prefix: Loc = 
 def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Config:
     """Load and fully validate a config file, or raise ``ConfigError`` listing every problem."""
     path = Path(path).absolute()
-    data, reader = _read_yaml(path, dict(os.environ) if env is None else env)
-    if reader.issues:
-        raise ConfigError(reader.issues)
+    data, reader = _load_tree(path, dict(os.environ) if env is None else env, ())
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(str(path), "", "config must be a mapping at the top level")])
     try:

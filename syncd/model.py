@@ -88,3 +88,12 @@ class PlanItem:
     def changes(self) -> bool:
         """Whether this item writes anything to the target."""
         return self.action in ("create", "update", "repoint", "delete") or bool(self.deleted)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem ``syncd doctor`` found: who has it, what it is, and how to fix it."""
+
+    subject: str
+    problem: str
+    fix: str

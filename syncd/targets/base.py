@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from syncd.calls import CallCounter
 from syncd.errors import ConvergenceError, TargetError
-from syncd.model import Consumer, NewVersion, VersionInfo
+from syncd.model import Consumer, Finding, NewVersion, VersionInfo
 
 if TYPE_CHECKING:
     from syncd.config import SecretSpec
@@ -144,6 +144,10 @@ class Target(ABC, Generic[C]):
         raise TargetError(
             f"{self.type_name} target does not delete single versions ({version.object_name})"
         )
+
+    def diagnose(self) -> list[Finding]:
+        """Target-specific consumer problems for ``syncd doctor`` (read-only)."""
+        return []
 
     def leader_elector(
         self, *, identity: str, on_change: Callable[[bool], None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import difflib
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
-from syncd.model import Consumer, NewVersion, VersionInfo
+from syncd.model import Consumer, Finding, NewVersion, VersionInfo
 from syncd.targets.base import Target, TargetConfig, TargetContext, kubernetes_only
 
 log = logging.getLogger("syncd.targets.swarm")
@@ -520,6 +521,19 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             result[spec.name] = [by_service[n] for n in spec.consumers]
         return result
 
+    def diagnose(self) -> list[Finding]:
+        """``*_FILE`` variables that point under /run/secrets at a file no secret provides."""
+        findings = []
+        for service in self._services():
+            spec = service.get("Spec") or {}
+            container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+            mounted = {_mount_path(ref) for ref in container.get("Secrets") or []}
+            for entry in container.get("Env") or []:
+                var, _, path = entry.partition("=")
+                if var.endswith("_FILE") and path.startswith(SECRETS_DIR) and path not in mounted:
+                    findings.append(_missing_file(spec.get("Name", "?"), var, path, mounted))
+        return findings
+
     def _secret_id(self, name: str) -> str:
         if name not in self._ids:
             secret = self._call("inspect-secret", lambda api: api.inspect_secret(name))
@@ -745,6 +759,29 @@ def _version_info(secret: Mapping[str, Any]) -> VersionInfo | None:
         )
     except (KeyError, ValueError):
         return None
+
+
+SECRETS_DIR = "/run/secrets/"
+
+
+def _mount_path(ref: Mapping[str, Any]) -> str:
+    """Where a service's secret reference appears in the container."""
+    name = str((ref.get("File") or {}).get("Name") or ref.get("SecretName", ""))
+    return name if name.startswith("/") else SECRETS_DIR + name
+
+
+def _missing_file(service: str, var: str, path: str, mounted: set[str]) -> Finding:
+    close = difflib.get_close_matches(path, sorted(mounted), n=1)
+    if close:
+        fix = f"set {var}={close[0]} (a secret is mounted there)"
+    else:
+        name = path.removeprefix(SECRETS_DIR)
+        fix = f"docker service update --secret-add source=<secret>,target={name} {service}"
+    return Finding(
+        subject=f"service/{service}",
+        problem=f"{var}={path} but no secret is mounted at {path}",
+        fix=fix,
+    )
 
 
 def _secret_names(spec: Mapping[str, Any] | None) -> set[str]:

@@ -1,0 +1,86 @@
+"""``syncd doctor``: read-only checks of how consumers use the secrets syncd manages.
+
+The target reports problems only it can see (a ``*_FILE`` variable pointing at a secret
+that isn't mounted, a ``secretKeyRef`` to a missing Secret or key); this module adds what
+every target shares: consumers on an old version, managed secrets nobody uses, and managed
+secrets that left the config. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from syncd.config import Config
+from syncd.engine import Engine
+from syncd.errors import TargetError
+from syncd.model import Finding, VersionInfo
+
+
+def diagnose(config: Config) -> list[Finding]:
+    """Every problem found, target-specific first."""
+    engine = Engine(config)
+    try:
+        target = engine.target
+        names = [s.name for s in config.secrets]
+        versions = target.list_versions(names)
+        findings = list(target.diagnose())
+        findings += _orphans(versions, set(names))
+        if target.has_consumers:
+            findings += _consumers(engine, config, versions)
+        return findings
+    finally:
+        engine.close()
+
+
+def _orphans(versions: dict[str, list[VersionInfo]], configured: set[str]) -> list[Finding]:
+    return [
+        Finding(
+            subject=f"secret/{name}",
+            problem="managed by syncd but no longer in the config",
+            fix="add it back, or set 'prune: true' to delete it",
+        )
+        for name in sorted(set(versions) - configured)
+    ]
+
+
+def _consumers(
+    engine: Engine, config: Config, versions: dict[str, list[VersionInfo]]
+) -> list[Finding]:
+    specs = [s.spec for s in config.secrets]
+    found = engine.target.find_consumers(specs, versions)
+    findings = []
+    for secret in config.secrets:
+        result = found.get(secret.name, [])
+        if isinstance(result, TargetError):
+            findings.append(Finding(f"secret/{secret.name}", str(result), "fix 'consumers'"))
+            continue
+        mine = versions.get(secret.name, [])
+        if not mine:
+            findings.append(
+                Finding(
+                    f"secret/{secret.name}",
+                    "has no version in the target yet",
+                    "run syncd --once",
+                )
+            )
+            continue
+        current = max(mine, key=lambda v: v.version).object_name
+        users = [c for c in result if c.refs.get(secret.name)]
+        for consumer in users:
+            old = sorted(consumer.refs[secret.name] - {current})
+            if old:
+                findings.append(
+                    Finding(
+                        consumer.label,
+                        f"references {', '.join(old)} of {secret.name}; the current version "
+                        f"is {current}",
+                        "run syncd --once to repoint it (stack files: pin with syncd names)",
+                    )
+                )
+        if not users:
+            findings.append(
+                Finding(
+                    f"secret/{secret.name}",
+                    "no consumer uses it",
+                    "reference it from a service/workload, or remove it from the config",
+                )
+            )
+    return findings
