@@ -15,8 +15,10 @@ keeping the old one on error.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -36,6 +38,9 @@ from syncd.config import Config, load_config
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.metrics import Metrics
+
+if TYPE_CHECKING:
+    from syncd.leader import LeaderElector
 
 log = logging.getLogger("syncd.daemon")
 
@@ -88,6 +93,7 @@ class Daemon:
         self.reload_event = threading.Event()
         self._failures: dict[str, int] = defaultdict(int)
         self._config_stat: tuple[int, int] | None = None
+        self.elector: LeaderElector | None = None
         self.config = self._load_initial()
         self._listen = listen if listen is not None else self.config.daemon.listen
         self.engine = self._new_engine(self.config)
@@ -109,7 +115,10 @@ class Daemon:
     def _new_engine(self, config: Config) -> Engine:
         engine = Engine(config)
         engine.calls.add_listener(self.metrics.count_call)
-        self.metrics.leader.set(1)
+        self.elector = engine.target.leader_elector(
+            identity=_identity(), on_change=lambda leader: self.metrics.leader.set(int(leader))
+        )
+        self.metrics.leader.set(0 if self.elector else 1)
         return engine
 
     def _stat(self) -> tuple[int, int] | None:
@@ -150,6 +159,11 @@ class Daemon:
     def run_group(self, interval: float | None, names: list[str]) -> None:
         """One cycle over ``names``; failures get their own backoff retry."""
         start = self.clock()
+        if self.elector is not None and not self.elector.is_leader:
+            log.debug("not the leader: skipping %s", ", ".join(names))
+            if interval is not None:
+                self.health.intervals[interval] = start  # a follower is idle, not stalled
+            return
         self.health.running_since = start
         try:
             result = self.engine.run_cycle(names=names)
@@ -210,9 +224,13 @@ class Daemon:
                 log.error("config reload refused, keeping the running config: %s", issue)
             self.metrics.config_reloads.labels("error").inc()
             return False
-        old = self.engine
+        old, old_elector = self.engine, self.elector
+        if old_elector is not None:
+            old_elector.stop()
         self.config = config
         self.engine = self._new_engine(config)
+        if self.elector is not None:
+            self.elector.start()
         old.close()
         self.health.failing_since.clear()
         self._failures.clear()
@@ -264,6 +282,8 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; the running cycle always completes first."""
         self.start_http()
+        if self.elector is not None:
+            self.elector.start()
         self.schedule()
         self.scheduler.add_job(self.watch, "interval", seconds=WATCH_INTERVAL, id="watch")
         self.scheduler.start()
@@ -275,6 +295,8 @@ class Daemon:
         self.stop_event.wait()
         log.info("stopping: letting the running cycle finish")
         self.scheduler.shutdown(wait=True)
+        if self.elector is not None:
+            self.elector.stop()
         self.engine.close()
         if self.server is not None:
             self.server.shutdown()
@@ -298,6 +320,11 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+
+
+def _identity() -> str:
+    """Who holds the lease: the pod name in Kubernetes, else host and pid."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
