@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncd",
         description="Sync secrets from Vault/OpenBao, AWS and Azure into Docker Swarm, "
         "Kubernetes or files, with versioned zero-downtime swaps.",
-        epilog="Commands: check, schema, names, doctor. Run 'syncd COMMAND --help' for each.",
+        epilog="Commands: check, schema, names, doctor, import. "
+        "Run 'syncd COMMAND --help' for each.",
     )
     _common(parser)
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
@@ -90,7 +91,19 @@ def build_subparsers() -> dict[str, argparse.ArgumentParser]:
     )
     _common(doctor)
     doctor.add_argument("--output", default="text", choices=["text", "json"])
-    return {"check": check, "schema": schema, "names": names, "doctor": doctor}
+    adopt = argparse.ArgumentParser(
+        prog="syncd import",
+        description="Adopt secrets made by hand in the target (named like each secret) as "
+        "version 1, without restarting their consumers.",
+    )
+    _common(adopt)
+    adopt.add_argument("--secret", action="append", metavar="NAME", help="only these secrets")
+    adopt.add_argument(
+        "--trust-values",
+        action="store_true",
+        help="Swarm: accept the existing data unchecked (Swarm can't give it back to compare)",
+    )
+    return {"check": check, "schema": schema, "names": names, "doctor": doctor, "import": adopt}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_names(config, fmt=args.format)
     if command == "doctor":
         return cmd_doctor(config, output=args.output)
+    if command == "import":
+        return cmd_import(config, names=args.secret, trust=args.trust_values)
     if args.dry_run and not args.once:
         print("syncd: --dry-run needs --once", file=sys.stderr)
         return EXIT_ERROR
@@ -199,6 +214,27 @@ def cmd_doctor(config: Config, *, output: str) -> int:
     for finding in findings if output == "text" else []:
         print(f"{finding.subject}: {finding.problem}\n  fix: {finding.fix}")
     return EXIT_ERROR if findings else EXIT_OK
+
+
+def cmd_import(config: Config, *, names: list[str] | None, trust: bool) -> int:
+    """Adopt hand-made secrets; exit 1 when any secret could not be imported."""
+    from syncd.engine import Engine
+
+    engine = Engine(config)
+    try:
+        items = engine.import_existing(names=names, trust=trust)
+    finally:
+        engine.close()
+    for item in items:
+        if item.error:
+            print(f"error: {item.name}: {item.error}", file=sys.stderr)
+        elif item.action == "import":
+            print(f"* {item.name}: imported as v{item.version}")
+        elif item.version is not None:
+            print(f"= {item.name}: already managed (v{item.version})")
+        else:
+            print(f"= {item.name}: nothing named like it in the target")
+    return EXIT_ERROR if any(i.error for i in items) else EXIT_OK
 
 
 def env_var_name(name: str) -> str:

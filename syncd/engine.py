@@ -189,6 +189,67 @@ class Engine:
             dry_run=dry_run,
         )
 
+    def import_existing(
+        self, *, names: Iterable[str] | None = None, trust: bool = False
+    ) -> list[PlanItem]:
+        """Adopt hand-made target objects named like each secret as its version 1.
+
+        The source is read and fingerprinted as in a cycle, then the target labels the
+        existing object instead of creating one, so consumers keep running untouched. A
+        secret that already has versions, or has no such object, is left alone
+        (``unchanged``); an object whose data differs from the source is an error.
+        """
+        wanted = set(names) if names is not None else None
+        secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        try:
+            try:
+                existing = self.target.list_versions([s.name for s in secrets])
+            except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
+                message = f"target unavailable: {_describe(exc)}"
+                return [
+                    PlanItem(s.name, "error", error=self.redactor.redact(message)) for s in secrets
+                ]
+            works = [
+                _Work(s, PlanItem(s.name, "unchanged"), [])
+                for s in secrets
+                if not existing.get(s.name)
+            ]
+            done = [
+                PlanItem(s.name, "unchanged", version=max(v.version for v in existing[s.name]))
+                for s in secrets
+                if existing.get(s.name)
+            ]
+            key = self._hmac_key(dry_run=False)
+            if key is None:
+                for work in works:
+                    work.fail("fingerprint key unavailable from the target")
+                return done + [w.item for w in works]
+            self._expand_sources(works)
+            self._collect_tokens(works)
+            self._fetch_changed(works)
+            self._render(works, key)
+            if any(w.new for w in works) and self._key is None:
+                self._store_key(key, works)
+            for work in works:
+                if work.new is None or work.item.error is not None:
+                    continue
+                try:
+                    adopted = self.target.import_existing(work.new, trust=trust)
+                except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
+                    work.fail(f"can't import: {_describe(exc)}")
+                    continue
+                if adopted is None:
+                    work.item.action, work.item.version, work.item.changed_keys = (
+                        "unchanged",
+                        None,
+                        [],
+                    )
+                else:
+                    work.item.action, work.item.version = "import", adopted.version
+            return done + [w.item for w in works]
+        finally:
+            self.redactor.clear()
+
     def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
         try:
             existing = self.target.list_versions([s.name for s in secrets])

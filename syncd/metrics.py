@@ -15,6 +15,7 @@ _RESULTS = {
     "unchanged": "unchanged",
     "repoint": "repointed",
     "delete": "deleted",
+    "import": "imported",
     "error": "error",
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Action = Literal["create", "update", "unchanged", "repoint", "delete", "error"]
+Action = Literal["create", "update", "unchanged", "repoint", "delete", "import", "error"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ class PlanItem:
     @property
     def changes(self) -> bool:
         """Whether this item writes anything to the target."""
-        return self.action in ("create", "update", "repoint", "delete") or bool(self.deleted)
+        return self.action in ("create", "update", "repoint", "delete", "import") or bool(
+            self.deleted
+        )
 
 
 @dataclass(frozen=True)

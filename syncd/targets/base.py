@@ -145,6 +145,15 @@ class Target(ABC, Generic[C]):
             f"{self.type_name} target does not delete single versions ({version.object_name})"
         )
 
+    def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
+        """Adopt an unmanaged object named like ``item.secret`` as version ``item.version``
+        without changing its data or its consumers; None when there is nothing to adopt.
+
+        ``trust`` accepts the object's data unchecked where the target can't read it back.
+        """
+        del item, trust
+        raise TargetError(f"the {self.type_name} target can't import existing secrets")
+
     def diagnose(self) -> list[Finding]:
         """Target-specific consumer problems for ``syncd doctor`` (read-only)."""
         return []

@@ -292,24 +292,17 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
                 results[item.secret] = exc
         return results
 
-    def _create(self, item: NewVersion) -> VersionInfo:
-        size = sum(len(k) + len(v) for k, v in item.data.items())
-        if size > MAX_SECRET_BYTES:
-            raise TargetError(
-                f"the bundle is {size} bytes; a Kubernetes Secret holds at most 1 MiB"
-            )
-        namespace = self._namespace_of(item.secret)
-        name = self._k8s_name(item.secret, item.version)
-        in_place = self._strategy(item.secret) == "in-place"
+    def _body(self, item: NewVersion, *, name: str, role: str) -> dict[str, Any]:
+        """The Secret for a version: labels and annotations say what it is, never a value."""
         spec = self.context.secrets.get(item.secret)
-        body: dict[str, Any] = {
+        return {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
                 "name": name,
                 "labels": {
                     MANAGED_BY: "syncd",
-                    ROLE: "in-place" if in_place else "version",
+                    ROLE: role,
                     LABEL_NAME: label_value(item.secret),
                     LABEL_VERSION: str(item.version),
                 },
@@ -325,6 +318,17 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             "type": (spec.type if spec else None) or "Opaque",
             "data": {k: base64.b64encode(v).decode() for k, v in sorted(item.data.items())},
         }
+
+    def _create(self, item: NewVersion) -> VersionInfo:
+        size = sum(len(k) + len(v) for k, v in item.data.items())
+        if size > MAX_SECRET_BYTES:
+            raise TargetError(
+                f"the bundle is {size} bytes; a Kubernetes Secret holds at most 1 MiB"
+            )
+        namespace = self._namespace_of(item.secret)
+        name = self._k8s_name(item.secret, item.version)
+        in_place = self._strategy(item.secret) == "in-place"
+        body = self._body(item, name=name, role="in-place" if in_place else "version")
         if in_place:
             return self._update_in_place(namespace, body)
         body["immutable"] = True
@@ -344,6 +348,43 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         info = _version_info(created)
         assert info is not None
         return info
+
+    def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
+        """Label the hand-made Secret named like the logical secret as version 1.
+
+        Its data must equal the source's (Kubernetes lets us compare, so ``trust`` is not
+        needed); only labels and annotations change, so no workload rolls.
+        """
+        del trust
+        namespace, name = self._namespace_of(item.secret), dns_name(item.secret)
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            existing = self.client.get("Secret", namespace, name)
+            if existing is None:
+                return None
+            meta = existing["metadata"]
+            if (meta.get("labels") or {}).get(MANAGED_BY) == "syncd":
+                return None
+            data = {k: base64.b64decode(v) for k, v in (existing.get("data") or {}).items()}
+            if data != item.data:
+                raise TargetError(
+                    f"Secret {namespace}/{name} holds other data than the source (keys or values "
+                    "differ); syncd --once will create a version from the source and repoint "
+                    "its consumers instead"
+                )
+            body = self._body(item, name=name, role="version")
+            meta["labels"] = {**(meta.get("labels") or {}), **body["metadata"]["labels"]}
+            meta["annotations"] = {
+                **(meta.get("annotations") or {}),
+                **body["metadata"]["annotations"],
+            }
+            try:
+                updated = self.client.replace("Secret", namespace, existing)
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            return _version_info(updated)
+        raise TargetError(f"Secret {namespace}/{name} kept changing under syncd; try again")
 
     def _update_in_place(self, namespace: str, body: dict[str, Any]) -> VersionInfo:
         name = body["metadata"]["name"]

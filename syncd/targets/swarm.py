@@ -430,15 +430,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             source=item.source,
             created_at=item.created_at,
         )
-        labels = {
-            LABEL_MANAGED: MANAGED_BY,
-            LABEL_NAME: item.secret,
-            LABEL_VERSION: str(item.version),
-            LABEL_FINGERPRINT: item.fingerprint,
-            LABEL_KEYS: json.dumps(item.keys, sort_keys=True, separators=(",", ":")),
-            LABEL_SOURCE: item.source,
-            LABEL_CREATED: item.created_at,
-        }
+        labels = _labels(item)
         try:
             created = self._call(
                 "create-secret",
@@ -449,6 +441,35 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             return self._adopt_existing(info)
         self._ids[name] = created["ID"]
         return info
+
+    def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
+        """Label a hand-made secret named like the logical secret as version 1.
+
+        Swarm never gives secret data back, so the value can't be compared with the source:
+        this needs ``trust`` (``syncd import --trust-values``) after checking it by other means.
+        Only labels change; services referencing it are not touched.
+        """
+        try:
+            existing = self._call("inspect-secret", lambda api: api.inspect_secret(item.secret))
+        except _NotFound:
+            return None
+        spec = dict(existing.get("Spec") or {})
+        if (spec.get("Labels") or {}).get(LABEL_MANAGED) == MANAGED_BY:
+            return None
+        if not trust:
+            raise TargetError(
+                f"secret {item.secret!r}: Swarm can't give its data back to compare with the "
+                "source; check it matches, then run syncd import --trust-values"
+            )
+        spec["Labels"] = {**(spec.get("Labels") or {}), **_labels(item)}
+        index = existing["Version"]["Index"]
+
+        def post(api: Any) -> Any:
+            url = api._url("/secrets/{0}/update", existing["ID"])
+            return api._result(api._post_json(url, data=spec, params={"version": index}))
+
+        self._call("update-secret", post, write=True)
+        return _version_info({"Spec": spec})
 
     def _adopt_existing(self, info: VersionInfo) -> VersionInfo:
         """A secret of that name exists: fine if it is this very version (a repeated step)."""
@@ -739,6 +760,19 @@ def _parse_key(text: str, where: str) -> bytes:
     if len(key) < 16:
         raise TargetError(f"{where} holds a key shorter than 16 bytes")
     return key
+
+
+def _labels(item: NewVersion) -> dict[str, str]:
+    """The labels that make a Swarm secret a managed version (never a value)."""
+    return {
+        LABEL_MANAGED: MANAGED_BY,
+        LABEL_NAME: item.secret,
+        LABEL_VERSION: str(item.version),
+        LABEL_FINGERPRINT: item.fingerprint,
+        LABEL_KEYS: json.dumps(item.keys, sort_keys=True, separators=(",", ":")),
+        LABEL_SOURCE: item.source,
+        LABEL_CREATED: item.created_at,
+    }
 
 
 def _version_info(secret: Mapping[str, Any]) -> VersionInfo | None:

@@ -302,3 +302,105 @@ def test_ci_oneshot_example_plan_and_apply(kube, tmp_path):
         ]
     finally:
         core.delete_namespace(namespace)
+
+
+# ---------------------------------------------------------------------- migration
+
+
+def test_import_adopts_hand_made_kubernetes_secret_without_a_rollout(kube, tmp_path):
+    env, client = kube
+    core, apps = client.CoreV1Api(), client.AppsV1Api()
+    folder = copy_example("kubernetes", tmp_path)
+    namespace = f"import-{uuid.uuid4().hex[:6]}"
+    run_env = {"PMOVES_DEV_NAMESPACE": namespace, "KUBECONFIG": env["KUBECONFIG"]}
+    values = parse_env((folder / ".env.dev").read_text())
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        # kubectl create secret generic pmoves-secrets --from-literal=... as in the guide
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "pmoves-secrets"},
+                "stringData": {
+                    "openai-api-key": values["OPENAI_API_KEY"],
+                    "anthropic-api-key": values["ANTHROPIC_API_KEY"],
+                },
+            },
+        )
+        _agent_zero(apps, namespace, "pmoves-secrets")
+        generation = apps.read_namespaced_deployment("agent-zero", namespace).metadata.generation
+        run = syncd("import", "--config", str(folder / "dev.yaml"), env=run_env)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "* pmoves-secrets: imported as v1\n"
+        secret = core.read_namespaced_secret("pmoves-secrets", namespace)
+        assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "syncd"
+        assert secret.metadata.annotations["syncd.io/version"] == "1"
+        deployment = apps.read_namespaced_deployment("agent-zero", namespace)
+        assert deployment.metadata.generation == generation  # no restart
+        again = syncd(
+            "--config", str(folder / "dev.yaml"), "--once", "--output", "json", env=run_env
+        )
+        doc = json.loads(again.stdout)
+        assert doc["target_writes"] == 0
+        assert [(s["action"], s["version"]) for s in doc["secrets"]] == [("unchanged", 1)]
+        rerun = syncd("import", "--config", str(folder / "dev.yaml"), env=run_env)
+        assert rerun.stdout == "= pmoves-secrets: already managed (v1)\n"
+        # a hand-made Secret whose data differs from the source is refused
+        core.delete_namespaced_secret("pmoves-secrets", namespace)
+        core.create_namespaced_secret(
+            namespace,
+            {"metadata": {"name": "pmoves-secrets"}, "stringData": {"openai-api-key": "other"}},
+        )
+        differs = syncd("import", "--config", str(folder / "dev.yaml"), env=run_env)
+        assert differs.returncode == 1
+        assert "holds other data than the source" in differs.stderr
+        assert "other" not in differs.stderr.replace("other data", "")
+    finally:
+        core.delete_namespace(namespace)
+
+
+def test_import_hand_made_swarm_secret_needs_trust(swarm, tmp_path):
+    env, client = swarm
+    _cleanup_swarm(client)
+    config = copy_example("swarm-agent-zero.yaml", tmp_path)
+    copy_example("swarm", tmp_path)
+    host = {"DOCKER_HOST": env["DOCKER_HOST"]}
+    secret = client.secrets.create(name="openai_api_key", data=b"example-openai-key-not-real")
+    try:
+        from docker.types import SecretReference
+
+        service = client.services.create(
+            env["SYNCD_TEST_IMAGE"],
+            command=["sleep", "3600"],
+            name="agent-zero",
+            secrets=[SecretReference(secret.id, "openai_api_key")],
+        )
+        index = client.api.inspect_service(service.id)["Version"]["Index"]
+        refused = syncd("import", "--config", str(config), "--secret", "openai_api_key", env=host)
+        assert refused.returncode == 1
+        assert "run syncd import --trust-values" in refused.stderr
+        run = syncd(
+            "import",
+            "--config",
+            str(config),
+            "--secret",
+            "openai_api_key",
+            "--trust-values",
+            env=host,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "* openai_api_key: imported as v1\n"
+        assert client.api.inspect_service(service.id)["Version"]["Index"] == index
+        again = syncd(
+            "--config",
+            str(config),
+            "--once",
+            "--secret",
+            "openai_api_key",
+            "--output",
+            "json",
+            env=host,
+        )
+        assert json.loads(again.stdout)["target_writes"] == 0
+    finally:
+        _cleanup_swarm(client)
