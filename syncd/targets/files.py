@@ -28,10 +28,10 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, WithJsonSchema, field_validator
 
 from syncd.config import SecretSpec, style_key
 from syncd.engine import render_env
@@ -55,7 +55,17 @@ class FilesTargetConfig(TargetConfig):
 
     type: Literal["files"]
     directory: str = Field(description="Where the files go, relative to the config file.")
-    mode: int = Field(0o400, description="File mode, e.g. '0400' (octal string) or 256.")
+    mode: Annotated[
+        int,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": "^0?[0-7]{3}$"},
+                    {"type": "integer", "minimum": 1, "maximum": 511},
+                ]
+            }
+        ),
+    ] = Field(0o400, description="File mode, e.g. '0400' (octal string) or 256.")
     owner: int | str | None = Field(None, description="File owner (uid or user name).")
     group: int | str | None = Field(None, description="File group (gid or group name).")
     env_file: str | None = Field(
