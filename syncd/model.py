@@ -51,6 +51,18 @@ class NewVersion:
     source: str
     created_at: str
 
+    def stored_as(self, object_name: str) -> VersionInfo:
+        """What a target reports once this version exists under ``object_name``."""
+        return VersionInfo(
+            secret=self.secret,
+            version=self.version,
+            object_name=object_name,
+            fingerprint=self.fingerprint,
+            keys=dict(self.keys),
+            source=self.source,
+            created_at=self.created_at,
+        )
+
 
 @dataclass(frozen=True)
 class Consumer:

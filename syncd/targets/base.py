@@ -110,9 +110,23 @@ class Target(ABC, Generic[C]):
     def list_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
         """Every managed version of the given logical secrets, oldest first (one listing)."""
 
-    @abstractmethod
     def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
-        """Create the given versions; one result per secret name."""
+        """Create the given versions; one result per secret name, a bad item fails alone.
+
+        Targets that write the whole set at once (files) override this; the others create
+        one object per item with ``create_version``.
+        """
+        results: dict[str, VersionInfo | TargetError] = {}
+        for item in items:
+            try:
+                results[item.secret] = self.create_version(item)
+            except TargetError as exc:
+                results[item.secret] = exc
+        return results
+
+    def create_version(self, item: NewVersion) -> VersionInfo:
+        """Create one version (targets that don't override ``create_versions``)."""
+        raise TargetError(f"the {self.type_name} target can't create {item.secret!r} alone")
 
     def find_consumers(
         self, specs: Sequence[SecretSpec[Any]], versions: Mapping[str, list[VersionInfo]]

@@ -276,18 +276,7 @@ class FilesTarget(Target[FilesTargetConfig]):
         self.count_write("swap")
         self._prune_generations(keep=gen.name)
         self._unlink_stale(gen.name)
-        return {
-            item.secret: VersionInfo(
-                secret=item.secret,
-                version=item.version,
-                object_name=f"{item.secret}-v{item.version}",
-                fingerprint=item.fingerprint,
-                keys=item.keys,
-                source=item.source,
-                created_at=item.created_at,
-            )
-            for item in items
-        }
+        return {item.secret: item.stored_as(f"{item.secret}-v{item.version}") for item in items}
 
     def _write_secret(self, folder: Path, item: NewVersion) -> None:
         if len(item.data) == 1 and item.secret in item.data:

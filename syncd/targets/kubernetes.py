@@ -282,16 +282,6 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
                     result.setdefault(info.secret, []).append(info)
         return result
 
-    def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
-        """Create each version (or update the stable Secret for ``in-place``)."""
-        results: dict[str, VersionInfo | TargetError] = {}
-        for item in items:
-            try:
-                results[item.secret] = self._create(item)
-            except TargetError as exc:
-                results[item.secret] = exc
-        return results
-
     def _body(self, item: NewVersion, *, name: str, role: str) -> dict[str, Any]:
         """The Secret for a version: labels and annotations say what it is, never a value."""
         spec = self.context.secrets.get(item.secret)
@@ -319,7 +309,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             "data": {k: base64.b64encode(v).decode() for k, v in sorted(item.data.items())},
         }
 
-    def _create(self, item: NewVersion) -> VersionInfo:
+    def create_version(self, item: NewVersion) -> VersionInfo:
         size = sum(len(k) + len(v) for k, v in item.data.items())
         if size > MAX_SECRET_BYTES:
             raise TargetError(

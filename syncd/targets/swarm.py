@@ -391,17 +391,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             versions.sort(key=lambda v: v.version)
         return found
 
-    def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
-        """Create one secret per item; a bad item fails alone and creates nothing."""
-        results: dict[str, VersionInfo | TargetError] = {}
-        for item in items:
-            try:
-                results[item.secret] = self._create(item)
-            except TargetError as exc:
-                results[item.secret] = exc
-        return results
-
-    def _create(self, item: NewVersion) -> VersionInfo:
+    def create_version(self, item: NewVersion) -> VersionInfo:
         if len(item.data) != 1:
             raise TargetError(
                 f"secret {item.secret!r}: a Swarm secret is one blob, got {len(item.data)} keys "
@@ -421,15 +411,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             name = object_name(self.config.naming, item.secret, item.version)
         except ValueError as exc:
             raise TargetError(f"secret {item.secret!r}: {exc}") from exc
-        info = VersionInfo(
-            secret=item.secret,
-            version=item.version,
-            object_name=name,
-            fingerprint=item.fingerprint,
-            keys=dict(item.keys),
-            source=item.source,
-            created_at=item.created_at,
-        )
+        info = item.stored_as(name)
         labels = _labels(item)
         try:
             created = self._call(

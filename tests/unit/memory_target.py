@@ -92,15 +92,7 @@ class MemoryTarget(Target[MemoryTargetConfig]):
         out: dict[str, VersionInfo | TargetError] = {}
         for item in items:
             self._step(f"create {item.secret}-v{item.version}")
-            info = VersionInfo(
-                secret=item.secret,
-                version=item.version,
-                object_name=f"{item.secret}-v{item.version}",
-                fingerprint=item.fingerprint,
-                keys=item.keys,
-                source=item.source,
-                created_at=item.created_at,
-            )
+            info = item.stored_as(f"{item.secret}-v{item.version}")
             self.count_write("create")
             self.world.objects[info.object_name] = (info, dict(item.data))
             out[item.secret] = info
