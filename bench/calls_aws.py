@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,23 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from syncd.config import load_config  # noqa: E402
 from syncd.engine import Engine  # noqa: E402
+from tests.backends import require_env  # noqa: E402
 
 
 def moto_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", "aws"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = shlex.split(value)[0]
-    if "AWS_ENDPOINT_URL" not in env:
-        sys.exit("moto is not running: scripts/backends up aws")
-    return env
+    return require_env("aws")
 
 
 def engine(workdir: Path, provider: dict[str, Any], secrets: list[dict[str, Any]]) -> Engine:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,23 +30,11 @@ sys.path.insert(0, str(ROOT))
 from providers.azure_key_vault import FRESH_SECONDS  # noqa: E402
 from syncd.config import load_config  # noqa: E402
 from syncd.engine import Engine  # noqa: E402
+from tests.backends import require_env  # noqa: E402
 
 
 def backend_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", "azure"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = shlex.split(value)[0]
-    if not env:
-        sys.exit("azure backend not running: scripts/backends up azure")
-    return env
+    return require_env("azure")
 
 
 def stats(env: dict[str, str]) -> dict[str, int]:

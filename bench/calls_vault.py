@@ -14,7 +14,6 @@ AppRole auth on both sides so logins are comparable. Prints one markdown table.
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -31,23 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from syncd.config import load_config  # noqa: E402
 from syncd.engine import Engine  # noqa: E402
+from tests.backends import require_env  # noqa: E402
 
 CONCURRENCY = 8
 
 
 def backend() -> dict[str, str]:
     subprocess.run([str(ROOT / "scripts" / "backends"), "up", "vault"], check=True)
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", "vault"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = shlex.split(value)[0]
-    return env
+    return require_env("vault")
 
 
 def seed(admin: hvac.Client, folder: str, n: int) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import secrets
-import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -26,22 +26,13 @@ from syncd.config import load_config
 from syncd.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.backends import require_env  # noqa: E402
 
 
 def kube_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", "kubernetes"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    if "KUBECONFIG" not in env:
-        raise SystemExit("start the cluster first: scripts/backends up kubernetes")
-    return env
+    return require_env("kubernetes")
 
 
 def naive_cycle(core: Any, ns: str, values: dict[str, str]) -> tuple[float, dict[str, int]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shlex
 import statistics
 import subprocess
 import sys
@@ -34,27 +33,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.backends import require_env  # noqa: E402
+
 IDLE = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
 
 
 def swarm_env() -> dict[str, str]:
-    """DOCKER_HOST and the test image, from the environment or the running backend."""
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", "swarm"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = shlex.split(value)[0]
-    env.setdefault("DOCKER_HOST", os.environ.get("DOCKER_HOST", ""))
-    env.setdefault("SYNCD_TEST_IMAGE", os.environ.get("SYNCD_TEST_IMAGE", "syncd-test/busybox:1"))
-    if not env["DOCKER_HOST"]:
-        sys.exit("no swarm: run scripts/backends up swarm (or set DOCKER_HOST)")
-    return env
+    """DOCKER_HOST and the test image, from the running backend."""
+    return require_env("swarm")
 
 
 def docker(env: dict[str, str], *args: str, stdin: bytes | None = None) -> None:

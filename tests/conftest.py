@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
-import subprocess
-from pathlib import Path
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.backends import ROOT, read_env
+
+__all__ = ["CANARY_PREFIX", "ROOT", "backend_env", "new_value", "wait_until"]
+
+T = TypeVar("T")
+
 CANARY_PREFIX = "CANARY-"
 
 
 def backend_env(name: str) -> dict[str, str]:
-    """The ``export KEY=VALUE`` lines of a running backend, parsed; fail or skip if absent."""
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "backends"), "env", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    env: dict[str, str] = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
+    """The running backend's settings; fail under ``CI=true``, skip elsewhere, if absent."""
+    env = read_env(name)
     if not env:
         message = f"backend {name!r} is not running (start it: scripts/backends up {name})"
         if os.environ.get("CI") == "true":
@@ -49,3 +44,15 @@ def new_value(prefix: str = "test-") -> str:
 def canary() -> str:
     """A unique value that must never appear in any output, label or error."""
     return CANARY_PREFIX + secrets.token_hex(16)
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``probe`` until it returns something truthy, and return it; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")

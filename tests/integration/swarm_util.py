@@ -29,6 +29,7 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
+from tests.conftest import wait_until
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,18 +46,6 @@ READER = (
     "sleep 0.1; done"
 )
 IDLE = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @dataclass

@@ -162,15 +162,6 @@ def test_swarm_agent_zero_example_and_doctor_finds_the_typo(swarm, tmp_path):
 # ---------------------------------------------------------------------- Kubernetes
 
 
-@pytest.fixture
-def kube() -> Iterator[tuple[dict[str, str], Any]]:
-    env = backend_env("kubernetes")
-    from kubernetes import client, config
-
-    config.load_kube_config(config_file=env["KUBECONFIG"])
-    yield env, client
-
-
 def _agent_zero(apps: Any, namespace: str, secret: str) -> None:
     def ref(var: str, key: str) -> dict[str, Any]:
         return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}

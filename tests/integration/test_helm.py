@@ -15,23 +15,10 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import Engine
-from tests.conftest import ROOT, backend_env, new_value
+from tests.conftest import ROOT, new_value
 
 CHART = ROOT / "helm" / "syncd"
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def kube_env() -> dict[str, str]:
-    return backend_env("kubernetes")
-
-
-@pytest.fixture(scope="module")
-def api(kube_env: dict[str, str]) -> Any:
-    from kubernetes import client, config
-
-    config.load_kube_config(config_file=kube_env["KUBECONFIG"])
-    return client
 
 
 def helm(

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -20,24 +19,12 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import backend_env
+from tests.conftest import backend_env, wait_until
 
 pytestmark = pytest.mark.backend("kubernetes")
 
 T = TypeVar("T")
 ROLLOUT_SECONDS = 180.0
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = ROLLOUT_SECONDS) -> T:
-    """Poll ``probe`` until it returns something other than None/False; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

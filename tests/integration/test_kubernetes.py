@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +25,9 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
-from tests.conftest import ROOT, backend_env, new_value
+from tests.conftest import ROOT, new_value, wait_until
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def kube_env() -> dict[str, str]:
-    return backend_env("kubernetes")
-
-
-@pytest.fixture(scope="module")
-def api(kube_env: dict[str, str]) -> Any:
-    from kubernetes import client, config
-
-    config.load_kube_config(config_file=kube_env["KUBECONFIG"])
-    return client
 
 
 @pytest.fixture
@@ -115,16 +102,6 @@ def container(**extra: Any) -> dict[str, Any]:
     return {"name": "app", "image": "example.invalid/agent-zero:1", **extra}
 
 
-def wait(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not met within {timeout}s")
-
-
 def rolled_out(api: Any, ns: str, name: str) -> bool:
     d = api.AppsV1Api().read_namespaced_deployment(name, ns)
     s = d.status
@@ -197,7 +174,7 @@ def test_guide_pmoves_secrets_rotation_with_no_missing_secret_window(api, projec
         "volumes": [{"name": "secrets", "secret": {"secretName": "pmoves-secrets"}}],
     }
     apps.create_namespaced_deployment(ns, deployment("agent-zero", pod))
-    wait(lambda: rolled_out(api, ns, "agent-zero"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "agent-zero"))
 
     violations: list[str] = []
     stop = threading.Event()
@@ -235,7 +212,7 @@ def test_guide_pmoves_secrets_rotation_with_no_missing_secret_window(api, projec
             result = project.cycle(path)
             assert result.ok, result.items
             assert result.items[0].version == round_ + 1
-            wait(lambda: rolled_out(api, ns, "agent-zero"), what="rollout")
+            wait_until("rollout", lambda: rolled_out(api, ns, "agent-zero"))
     finally:
         stop.set()
         watcher.join()
@@ -291,7 +268,7 @@ def test_every_reference_kind_is_repointed(api, project, ns):
         "imagePullSecrets": [{"name": "pull-v1"}],
     }
     apps.create_namespaced_deployment(ns, deployment("web", pod))
-    wait(lambda: rolled_out(api, ns, "web"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
     project.values(
         token=new_value(), cfg=json.dumps({"auths": {"registry.invalid": {"auth": "eQ=="}}})
     )
@@ -365,13 +342,13 @@ def test_gc_keeps_keep_versions_and_spares_rollback_targets(api, project, ns):
     assert project.cycle(path).ok
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key-v1"}}])]}
     apps.create_namespaced_deployment(ns, deployment("web", pod, revisionHistoryLimit=1))
-    wait(lambda: rolled_out(api, ns, "web"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
     for _ in range(3):
         project.values(key=new_value())
         assert project.cycle(path).ok
     # v4 current; v3 is kept by keep=1 (and the last old ReplicaSet references it);
     # v1 and v2 were collected once no ReplicaSet referenced them
-    wait(lambda: len(apps.list_namespaced_replica_set(ns).items) == 2, what="history trimmed")
+    wait_until("history trimmed", lambda: len(apps.list_namespaced_replica_set(ns).items) == 2)
     project.values(key=new_value())
     assert project.cycle(path).ok
     names = {n for n in secret_names(api, ns) if n.startswith("api-key")}
@@ -382,7 +359,7 @@ def test_gc_keeps_keep_versions_and_spares_rollback_targets(api, project, ns):
     assert project.cycle(path).ok
     assert "api-key-v4" in secret_names(api, ns)
     apps.patch_namespaced_deployment("web", ns, {"spec": {"revisionHistoryLimit": 0}})
-    wait(lambda: len(apps.list_namespaced_replica_set(ns).items) == 1, what="history dropped")
+    wait_until("history dropped", lambda: len(apps.list_namespaced_replica_set(ns).items) == 1)
     assert project.cycle(path).ok
     assert "api-key-v4" not in secret_names(api, ns)
 
@@ -394,7 +371,7 @@ def test_failed_rollout_keeps_old_version_and_reports(api, project, ns):
     assert project.cycle(path).ok
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key-v1"}}])]}
     apps.create_namespaced_deployment(ns, deployment("web", pod))
-    wait(lambda: rolled_out(api, ns, "web"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
     # new pods can't be scheduled anywhere: the rollout can't finish
     apps.patch_namespaced_deployment(
         "web", ns, {"spec": {"template": {"spec": {"nodeSelector": {"nowhere": "true"}}}}}
@@ -413,10 +390,10 @@ def test_in_place_strategy_restarts_only_on_real_change(api, project, ns):
     assert project.cycle(path).ok
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "chart-secret"}}])]}
     apps.create_namespaced_deployment(ns, deployment("chart", pod))
-    wait(lambda: rolled_out(api, ns, "chart"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "chart"))
     first = project.cycle(path)  # adopts the consumer: one restart annotation
     assert first.ok and first.items[0].action == "repoint"
-    wait(lambda: rolled_out(api, ns, "chart"), what="rollout")
+    wait_until("rollout", lambda: rolled_out(api, ns, "chart"))
     revisions = len(apps.list_namespaced_replica_set(ns).items)
     assert project.cycle(path).target_writes == 0  # no change, no restart
     project.values(key=new_value())
@@ -547,7 +524,7 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
     )
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key"}}])]}
     api.AppsV1Api().create_namespaced_deployment(ns, deployment("web", pod, revisionHistoryLimit=0))
-    wait(lambda: rolled_out(api, ns, "web"), what="initial rollout")
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
     core.create_namespaced_secret(ns, {"metadata": {"name": "api-key"}, "stringData": {"k": "v"}})
     granted = _token_kubeconfig(api, kube_env, ns, "syncd", tmp_path / "sa.kubeconfig")
     project.values(key=new_value())
@@ -600,11 +577,9 @@ def test_leader_election_one_writer_and_failover(api, project, ns):
         for i, p in enumerate(ports)
     ]
     try:
-        leaders = wait(
-            lambda: (
-                [i for i, p in enumerate(ports) if "syncd_leader 1.0" in _safe_metrics(p)] or None
-            ),
-            what="a leader",
+        leaders = wait_until(
+            "a leader",
+            lambda: [i for i, p in enumerate(ports) if "syncd_leader 1.0" in _safe_metrics(p)],
         )
         assert len(leaders) == 1
         time.sleep(3)
@@ -617,17 +592,15 @@ def test_leader_election_one_writer_and_failover(api, project, ns):
         )
         procs[leader].send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        wait(
-            lambda: "syncd_leader 1.0" in _safe_metrics(ports[follower]),
-            timeout=15,
-            what="failover",
+        wait_until(
+            "failover", lambda: "syncd_leader 1.0" in _safe_metrics(ports[follower]), timeout=15
         )
         assert time.monotonic() - killed < 4 + 3  # within the lease duration (+ a renew period)
         project.values(key=new_value())
-        wait(
+        wait_until(
+            "new leader syncs",
             lambda: 'syncd_secret_version{secret="api-key"} 2.0' in _safe_metrics(ports[follower]),
             timeout=20,
-            what="new leader syncs",
         )
     finally:
         for proc in procs:

@@ -24,15 +24,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def kube() -> Iterator[tuple[dict[str, str], Any]]:
-    env = backend_env("kubernetes")
-    from kubernetes import client, config
-
-    config.load_kube_config(config_file=env["KUBECONFIG"])
-    yield env, client
-
-
-@pytest.fixture(scope="module")
 def vault() -> dict[str, str]:
     return backend_env("vault")
 

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from syncd.redact import MASK, RedactingFilter, Redactor
-from tests.conftest import new_value
+from tests.conftest import new_value, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,9 +179,9 @@ def test_daemon_syncs_changes_and_stops_cleanly_on_sigterm(write_config, tmp_pat
     )
     try:
         out = tmp_path / "out" / "a"
-        _wait_for(lambda: out.exists() and out.read_text() == "first-value")
+        wait_until("the first value", lambda: out.exists() and out.read_text() == "first-value")
         (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"a": "second-value"}))
-        _wait_for(lambda: out.read_text() == "second-value")
+        wait_until("the second value", lambda: out.read_text() == "second-value")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -190,12 +189,3 @@ def test_daemon_syncs_changes_and_stops_cleanly_on_sigterm(write_config, tmp_pat
         _, err = proc.communicate()
     assert "received SIGTERM" in err and "stopped" in err
     assert "second-value" not in err
-
-
-def _wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")

@@ -17,7 +17,7 @@ import yaml
 
 from syncd.daemon import Daemon
 from syncd.errors import SyncdError
-from tests.conftest import new_value
+from tests.conftest import new_value, wait_until
 
 
 def daemon_config(write_config, world_name: str | None = None, **extra):
@@ -43,15 +43,6 @@ def get(daemon: Daemon, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
 def running(write_config):
     started: list[tuple[Daemon, threading.Thread]] = []
@@ -60,7 +51,9 @@ def running(write_config):
         daemon = Daemon(path)
         thread = threading.Thread(target=daemon.run)
         thread.start()
-        wait_for(lambda: daemon.server is not None and daemon.scheduler.running)
+        wait_until(
+            "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
+        )
         started.append((daemon, thread))
         return daemon
 
@@ -116,7 +109,7 @@ def test_cycles_never_overlap(write_config, world, running, monkeypatch):
         daemon={"listen": "127.0.0.1:0"},
     )
     daemon = running(path)
-    wait_for(lambda: daemon.metrics.cycle_seconds._sum.get() > 1.5)
+    wait_until("1.5s of cycles", lambda: daemon.metrics.cycle_seconds._sum.get() > 1.5)
     assert peak == 1
 
 
@@ -174,7 +167,7 @@ def test_changed_config_file_is_picked_up(write_config, running):
     doc = yaml.safe_load(path.read_text())
     doc["secrets"] = doc["secrets"][:1]
     path.write_text(yaml.safe_dump(doc))
-    wait_for(lambda: [s.name for s in daemon.config.secrets] == ["fast"])
+    wait_until("the reload", lambda: [s.name for s in daemon.config.secrets] == ["fast"])
 
 
 def test_stop_lets_the_running_cycle_finish(write_config, world, monkeypatch):
@@ -205,7 +198,7 @@ def test_metrics_endpoint_and_read_only(write_config, running, canary, tmp_path)
     path = daemon_config(write_config)
     (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"fast": canary, "slow": canary + "2"}))
     daemon = running(path)
-    wait_for(lambda: "syncd_secret_version" in get(daemon, "/metrics")[1])
+    wait_until("a first cycle", lambda: "syncd_secret_version" in get(daemon, "/metrics")[1])
     status, body = get(daemon, "/metrics")
     assert status == 200
     assert 'syncd_syncs_total{result="created",secret="fast"} 1.0' in body
@@ -272,12 +265,12 @@ def test_sighup_reloads_a_running_process(write_config, tmp_path):
         text=True,
     )
     try:
-        wait_for((tmp_path / "out" / "slow").exists)
+        wait_until("the first sync", (tmp_path / "out" / "slow").exists)
         doc = yaml.safe_load(path.read_text())
         doc["secrets"][1]["name"] = "renamed"
         path.write_text(yaml.safe_dump(doc))
         os.kill(proc.pid, signal.SIGHUP)
-        wait_for((tmp_path / "out" / "renamed").exists)
+        wait_until("the reloaded config", (tmp_path / "out" / "renamed").exists)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
