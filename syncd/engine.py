@@ -202,13 +202,9 @@ class Engine:
         wanted = set(names) if names is not None else None
         secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
         try:
-            try:
-                existing = self.target.list_versions([s.name for s in secrets])
-            except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
-                message = f"target unavailable: {_describe(exc)}"
-                return [
-                    PlanItem(s.name, "error", error=self.redactor.redact(message)) for s in secrets
-                ]
+            existing = self._existing(secrets)
+            if isinstance(existing, list):
+                return existing
             works = [
                 _Work(s, PlanItem(s.name, "unchanged"), [])
                 for s in secrets
@@ -224,12 +220,8 @@ class Engine:
                 for work in works:
                     work.fail("fingerprint key unavailable from the target")
                 return done + [w.item for w in works]
-            self._expand_sources(works)
-            self._collect_tokens(works)
-            self._fetch_changed(works)
-            self._render(works, key)
-            if any(w.new for w in works) and self._key is None:
-                self._store_key(key, works)
+            self._plan_values(works, key)
+            self._store_key(key, works)
             for work in works:
                 if work.new is None or work.item.error is not None:
                     continue
@@ -250,12 +242,25 @@ class Engine:
         finally:
             self.redactor.clear()
 
-    def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
+    def _existing(self, secrets: Sequence[Secret]) -> dict[str, list[VersionInfo]] | list[PlanItem]:
+        """The target's versions, or (target unreachable) an error item for every secret."""
         try:
-            existing = self.target.list_versions([s.name for s in secrets])
+            return self.target.list_versions([s.name for s in secrets])
         except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
-            message = f"target unavailable: {_describe(exc)}"
-            return [PlanItem(s.name, "error", error=self.redactor.redact(message)) for s in secrets]
+            message = self.redactor.redact(f"target unavailable: {_describe(exc)}")
+            return [PlanItem(s.name, "error", error=message) for s in secrets]
+
+    def _plan_values(self, works: Sequence[_Work], key: bytes) -> None:
+        """Sources to fingerprints: list keys, ask versions, fetch what moved, render."""
+        self._expand_sources(works)
+        self._collect_tokens(works)
+        self._fetch_changed(works)
+        self._render(works, key)
+
+    def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
+        existing = self._existing(secrets)
+        if isinstance(existing, list):
+            return existing
         works = [
             _Work(s, PlanItem(s.name, "unchanged"), sorted(existing.get(s.name, []), key=_ver))
             for s in secrets
@@ -269,10 +274,7 @@ class Engine:
                 work.fail("fingerprint key unavailable from the target")
             return [w.item for w in works]
 
-        self._expand_sources(works)
-        self._collect_tokens(works)
-        self._fetch_changed(works)
-        self._render(works, key)
+        self._plan_values(works, key)
         self._plan_consumers(works)
         orphans = self._orphans(existing, secrets) if prune and self.config.prune else {}
         items = [w.item for w in works] + [
@@ -280,8 +282,7 @@ class Engine:
         ]
         if dry_run:
             return items
-        if any(w.new for w in works) and self._key is None:
-            self._store_key(key, works)
+        self._store_key(key, works)
         self._create(works)
         converged, moved = self._repoint_and_wait(works)
         self._collect(works, converged, moved)
@@ -306,6 +307,9 @@ class Engine:
         return new_key()
 
     def _store_key(self, key: bytes, works: Sequence[_Work]) -> None:
+        """Persist a first-run key, only once something is about to be written with it."""
+        if self._key is not None or not any(w.new for w in works):
+            return
         if any(w.versions for w in works):
             log.warning(
                 "the fingerprint key is missing from the target but versions exist; "
