@@ -63,7 +63,9 @@ start_daemon() {
   rm -f "$sock" "$root/dockerd.pid"
   # --bridge=none/--iptables=false: no default bridge network is needed (test services run
   # on swarm's ingress/overlay with no published ports), and the sandbox has no netfilter.
-  start_bg "$name" "$logf" dockerd \
+  # DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: use local images for services instead of asking a
+  # registry first (none is reachable here; every task start would try and log a failure).
+  start_bg "$name" "$logf" env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 dockerd \
     --host "unix://$sock" \
     --data-root "$root/data" \
     --exec-root "$root/exec" \
