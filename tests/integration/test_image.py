@@ -254,3 +254,65 @@ def test_swarm_service_syncs_and_repoints(
     assert f"{logical}-v2" in swarm.secret_names(logical)
     assert second not in logs
     assert canary not in logs
+
+
+def test_sidecar_stack_example_keeps_files_current(
+    image: dict[str, Any], project: Project, swarm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """config/examples/sidecar/docker-stack.yml deployed as written: the daemon from the
+    image writes the files, the app reads them, and a rotation reaches the app."""
+    stack = project.name("sidecar").replace("_", "-")
+    secrets_dir, source_dir = tmp_path / "secrets", tmp_path / "source"
+    secrets_dir.mkdir()
+    source_dir.mkdir()
+    os.chown(secrets_dir, UID, UID)
+    tmp_path.chmod(0o755)
+    first, second = new_value(), new_value()
+    keys = source_dir / "user_keys.yaml"
+    keys.write_text(yaml.safe_dump({"openai_api_key": first, "anthropic_api_key": new_value()}))
+    keys.chmod(0o644)
+    example = ROOT / "config" / "examples" / "sidecar"
+    env = {
+        "SYNCD_IMAGE": image["Id"],
+        "APP_IMAGE": project.swarm.image,
+        "SECRETS_DIR": str(secrets_dir),
+        "SOURCE_DIR": str(source_dir),
+    }
+    docker_cli_env = {**swarm_env, **env}
+    deploy = subprocess.run(
+        ["docker", "stack", "deploy", "-c", str(example / "docker-stack.yml"), stack],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": swarm_env["DOCKER_HOST"], **env},
+        cwd=example,
+        check=False,
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    try:
+        wait_until(
+            "syncd writing the files",
+            lambda: (
+                (secrets_dir / "openai_api_key").exists()
+                and (secrets_dir / "openai_api_key").read_text() == first
+            ),
+            timeout=180,
+        )
+        assert (secrets_dir / ".env").exists()
+        app = f"{stack}_agent-zero"
+        wait_until("the app running", lambda: project.swarm.running_tasks(app), timeout=120)
+        assert project.swarm.read_in_task(app, "/run/secrets/app/openai_api_key") == first
+        keys.write_text(yaml.safe_dump({"openai_api_key": second, "anthropic_api_key": "x1"}))
+        wait_until(
+            "the rotation reaching the app",
+            lambda: project.swarm.read_in_task(app, "/run/secrets/app/openai_api_key") == second,
+            timeout=60,
+        )
+        logs = docker_cli(docker_cli_env, "service", "logs", f"{stack}_syncd").stdout
+        assert first not in logs and second not in logs
+    finally:
+        subprocess.run(
+            ["docker", "stack", "rm", stack],
+            capture_output=True,
+            env={**os.environ, "DOCKER_HOST": swarm_env["DOCKER_HOST"]},
+            check=False,
+        )
