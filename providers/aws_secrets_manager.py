@@ -23,9 +23,9 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, json_field, log
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref
@@ -46,11 +46,38 @@ class AwsSecretsManagerConfig(AwsProviderConfig):
     type: Literal["aws-secrets-manager"]
 
 
+def _tag_pairs(value: object) -> object:
+    """Tags arrive as a mapping; they are kept as sorted pairs so a reference stays hashable."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
+class AwsFind(BaseModel):
+    """``find: {prefix: pmoves/, tags: {team: ai}}``: every secret matching both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str | None = Field(None, min_length=1, description="Secret names starting with this.")
+    tags: Annotated[
+        tuple[tuple[str, str], ...],
+        BeforeValidator(_tag_pairs),
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"}}),
+    ] = Field((), description="Tags every matching secret carries (key: value).")
+
+    @model_validator(mode="after")
+    def _something(self) -> AwsFind:
+        if self.prefix is None and not self.tags:
+            raise ValueError("find needs a 'prefix', 'tags' or both")
+        return self
+
+
 class AwsSecretRef(Ref):
     """``{provider: aws, name: prod/db, key: password}``."""
 
-    name: str = Field(
-        min_length=1, max_length=2048, description="Secret name or ARN (full or partial)."
+    name: str = Field("", max_length=2048, description="Secret name or ARN (full or partial).")
+    find: AwsFind | None = Field(
+        None,
+        description="With data_from: a bundle of every secret matching a name prefix and/or "
+        "tags (keys: the names without the prefix).",
     )
     key: str | None = Field(
         None, min_length=1, description="Pick this top-level field of a JSON secret."
@@ -66,6 +93,8 @@ class AwsSecretRef(Ref):
     def _one_pin(self) -> AwsSecretRef:
         if self.version_stage is not None and self.version_id is not None:
             raise ValueError("give at most one of 'version_stage' and 'version_id'")
+        if bool(self.name) == (self.find is not None):
+            raise ValueError("give exactly one of 'name' and 'find'")
         return self
 
     @property
@@ -79,7 +108,10 @@ class AwsSecretRef(Ref):
         return self.version_id is None and self.stage == CURRENT
 
     def describe(self) -> str:
-        """``aws:prod/db#password?stage=AWSPREVIOUS``."""
+        """``aws:prod/db#password?stage=AWSPREVIOUS`` (``aws:find(prefix=pmoves/)``)."""
+        if self.find is not None:
+            tags = ",".join(f"{k}={v}" for k, v in self.find.tags)
+            return f"{self.provider}:find(prefix={self.find.prefix or ''};tags={tags})"
         text = f"{self.provider}:{self.name}"
         if self.key is not None:
             text += f"#{self.key}"
@@ -117,7 +149,9 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
         result: dict[AwsSecretRef, str | ProviderError | None] = {}
         listed = []
         for ref in refs:
-            if ref.version_id is not None:
+            if ref.find is not None:
+                result[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
+            elif ref.version_id is not None:
                 result[ref] = ref.version_id
             else:
                 listed.append(ref)
@@ -140,6 +174,39 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             entry = index.get(ref.name) if index is not None else None
             result[ref] = _stage_version(entry, ref.stage) if entry is not None else None
         return result
+
+    def list_keys(self, ref: AwsSecretRef) -> Mapping[str, Ref] | ProviderError:
+        """Every secret ``ref.find`` matches, by name without the prefix (for data_from).
+
+        One paginated ``ListSecrets`` filtered by name prefix and tag keys; tag values are
+        then matched exactly (the API's tag filters match keys and values separately).
+        """
+        if ref.find is None:
+            return self.error(ref, "data_from needs 'find' (a name prefix and/or tags)")
+        find = ref.find
+        filters = []
+        if find.prefix:
+            filters.append({"Key": "name", "Values": [find.prefix]})
+        if find.tags:
+            filters.append({"Key": "tag-key", "Values": [k for k, _ in find.tags]})
+        wanted = dict(find.tags)
+        found: dict[str, Ref] = {}
+        try:
+            for entry in self.aws.pages(
+                self.client,
+                "ListSecrets",
+                result_key="SecretList",
+                Filters=filters,
+                MaxResults=LIST_PAGE,
+            ):
+                tags = {t.get("Key"): t.get("Value") for t in entry.get("Tags") or []}
+                name = str(entry["Name"])
+                if all(tags.get(k) == v for k, v in wanted.items()):
+                    key = name.removeprefix(find.prefix or "") or name
+                    found[key] = ref.model_copy(update={"name": name, "find": None})
+        except AwsCallError as exc:
+            return self.error(ref, str(exc), transient=exc.transient)
+        return found
 
     def _warn(self, message: str) -> None:
         """Log a provider-level warning (never about a value)."""

@@ -473,3 +473,61 @@ def test_cli_once_exit_codes(tmp_path, aws, sm, prefix, canary):
     assert f"aws:{prefix}gone" in bad.stdout + bad.stderr
     assert canary not in bad.stdout + bad.stderr
     assert out(tmp_path, "cli") == canary.encode()
+
+
+# --------------------------------------------------------------------------- find
+
+
+def test_find_by_prefix_and_tags_bundles_many_secrets(tmp_path, aws, sm, prefix, canary):
+    """``data_from: {provider: aws, find: ...}``: every matching secret as one bundle key."""
+    values = {"openai": canary, "anthropic": new_value(), "other": new_value()}
+    for name, value in values.items():
+        tags = [{"Key": "team", "Value": "ai" if name != "other" else "web"}]
+        sm.create_secret(Name=f"{prefix}{name}", SecretString=value, Tags=tags)
+    sm.create_secret(Name=f"x{prefix}elsewhere", SecretString=new_value())
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            {"name": "all", "data_from": {"provider": "aws", "find": {"prefix": prefix}}},
+            {
+                "name": "ai",
+                "data_from": {
+                    "provider": "aws",
+                    "find": {"prefix": prefix, "tags": {"team": "ai"}},
+                },
+                "key_style": "upper",
+            },
+        ],
+    )
+    result = engine.run_cycle()
+    assert result.ok, errors(result)
+    assert sorted(p.name for p in (tmp_path / "out" / "all").iterdir()) == [
+        "anthropic",
+        "openai",
+        "other",
+    ]
+    assert out(tmp_path, "ai/OPENAI") == canary.encode()
+    assert sorted(p.name for p in (tmp_path / "out" / "ai").iterdir()) == ["ANTHROPIC", "OPENAI"]
+    before = result.calls
+    again = engine.run_cycle()
+    assert again.target_writes == 0
+    assert "BatchGetSecretValue" not in delta(before, again)  # a no-change cycle reads no value
+    sm.create_secret(
+        Name=f"{prefix}new", SecretString=new_value(), Tags=[{"Key": "team", "Value": "ai"}]
+    )
+    grown = engine.run_cycle()
+    assert {i.name: i.changed_keys for i in grown.items} == {"all": ["new"], "ai": ["NEW"]}
+    engine.close()
+    assert canary not in json.dumps(grown.to_json())
+
+
+def test_find_needs_data_from_and_a_filter(tmp_path, aws):
+    from syncd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="find needs a 'prefix', 'tags' or both"):
+        load_config(write_config(tmp_path, aws, [one("a", find={})]))
+    engine = engine_for(tmp_path, aws, [one("a", find={"prefix": "p/"})])
+    result = engine.run_cycle()
+    engine.close()
+    assert "'find' names many secrets: use it with data_from" in errors(result)["a"]
