@@ -1,7 +1,8 @@
-"""Fixtures shared by the integration tests that talk to the Kubernetes test cluster."""
+"""Fixtures shared by integration tests: the Kubernetes test cluster and moto's AWS."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,3 +29,15 @@ def api(kube_env: dict[str, str]) -> Any:
 def kube(kube_env: dict[str, str], api: Any) -> tuple[dict[str, str], Any]:
     """Both of the above."""
     return kube_env, api
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, str]]:
+    """The moto env, also exported so the default credential chain finds it."""
+    env = backend_env("aws")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            mp.setenv(key, env[key])
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(key, raising=False)
+        yield env

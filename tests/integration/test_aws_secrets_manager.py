@@ -32,21 +32,9 @@ from syncd.calls import CallCounter
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
 from syncd.errors import ProviderError
-from tests.conftest import ROOT, backend_env, new_value
+from tests.conftest import ROOT, new_value
 
 pytestmark = pytest.mark.backend("aws")
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, str]]:
-    """The moto env, also exported so the default credential chain finds it."""
-    env = backend_env("aws")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-            mp.setenv(key, env[key])
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            mp.delenv(key, raising=False)
-        yield env
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,9 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
-from tests.conftest import backend_env, new_value
+from tests.conftest import new_value
 
 pytestmark = pytest.mark.backend("aws")
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, str]]:
-    env = backend_env("aws")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-            mp.setenv(key, env[key])
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            mp.delenv(key, raising=False)
-        yield env
 
 
 @pytest.fixture
