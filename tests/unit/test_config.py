@@ -176,3 +176,22 @@ def test_help_is_fast_and_imports_no_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_third_party_plugins_register_through_entry_points(monkeypatch, tmp_path):
+    from importlib.metadata import EntryPoint
+
+    plugin = EntryPoint(
+        name="acme-memory", value="tests.unit.memory_target:MemoryTarget", group="syncd.targets"
+    )
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [plugin] if group == "syncd.targets" else []
+    )
+    path = tmp_path / "syncd.yaml"
+    path.write_text(MINIMAL.replace("{type: files, directory: ./out}", "{type: acme-memory}"))
+    errors = errors_of(tmp_path, path.read_text())
+    # the plugin was found and its own model validated the block (memory wants type: memory)
+    assert any("target.type" in e and "'memory'" in e for e in errors)
+    assert registry.target_class("acme-memory").__name__ == "MemoryTarget"
+    with pytest.raises(registry.PluginError, match="known: .*acme-memory"):
+        registry.target_class("nope")

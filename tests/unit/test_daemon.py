@@ -49,7 +49,7 @@ def running(write_config):
 
     def start(path) -> Daemon:
         daemon = Daemon(path)
-        thread = threading.Thread(target=daemon.run)
+        thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         wait_until(
             "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
@@ -61,6 +61,7 @@ def running(write_config):
     for daemon, thread in started:
         daemon.stop_event.set()
         thread.join(timeout=30)
+        assert not thread.is_alive(), "the daemon did not stop within 30s"
 
 
 def test_one_job_per_refresh_group_with_jitter(write_config):
@@ -185,7 +186,7 @@ def test_stop_lets_the_running_cycle_finish(write_config, world, monkeypatch):
 
     monkeypatch.setattr(MemoryTarget, "create_versions", slow_create)
     daemon = Daemon(path)
-    thread = threading.Thread(target=daemon.run)
+    thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     assert entered.wait(10)
     daemon.stop_event.set()
