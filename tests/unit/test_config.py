@@ -193,5 +193,5 @@ def test_third_party_plugins_register_through_entry_points(monkeypatch, tmp_path
     # the plugin was found and its own model validated the block (memory wants type: memory)
     assert any("target.type" in e and "'memory'" in e for e in errors)
     assert registry.target_class("acme-memory").__name__ == "MemoryTarget"
-    with pytest.raises(registry.PluginError, match="known: .*acme-memory"):
+    with pytest.raises(registry.PluginError, match=r"known: .*acme-memory"):
         registry.target_class("nope")
