@@ -171,15 +171,18 @@ def cmd_names(config: Config, *, fmt: str) -> int:
 
     engine = Engine(config)
     try:
-        existing = engine.target.list_versions([s.name for s in config.secrets])
+        secrets, failed, _ = engine.expand(config.secrets)
+        existing = engine.target.list_versions([s.name for s in secrets])
     except SyncdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         engine.close()
+    for item in failed:
+        print(f"error: {item.name}: {item.error}", file=sys.stderr)
     current: dict[str, str] = {}
     missing = []
-    for secret in config.secrets:
+    for secret in secrets:
         versions = existing.get(secret.name)
         if versions:
             current[secret.name] = max(versions, key=lambda v: v.version).object_name

@@ -127,6 +127,7 @@ ProviderT = TypeVar("ProviderT", bound=BaseModel)
 TargetT = TypeVar("TargetT", bound=BaseModel)
 
 Format = Literal["env", "yaml", "json"]
+TEMPLATE_KEY = "{key}"
 KeyStyle = Literal["as-is", "snake", "upper", "kebab"]
 
 
@@ -150,10 +151,15 @@ class SecretSpec(_Strict, Generic[RefT]):
         None,
         description="A bundle of every key a source holds (kubectl --from-env-file).",
     )
+    for_each: RefT | None = Field(
+        None,
+        description="One secret per key a source holds (AWS: per secret 'find' matches); "
+        "'name' is a template with {key}.",
+    )
     key_style: KeyStyle = Field(
         "as-is",
-        description="Rename bundle keys: snake (openai_api_key), upper (OPENAI_API_KEY) "
-        "or kebab (openai-api-key).",
+        description="Rename bundle keys (or the {key} of for_each): snake (openai_api_key), "
+        "upper (OPENAI_API_KEY) or kebab (openai-api-key).",
     )
     format: Format | None = Field(
         None, description="Render the bundle into one value (env, yaml or json)."
@@ -180,24 +186,41 @@ class SecretSpec(_Strict, Generic[RefT]):
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec[RefT]:
-        given = [self.from_ is not None, self.data is not None, self.data_from is not None]
+        given = [
+            self.from_ is not None,
+            self.data is not None,
+            self.data_from is not None,
+            self.for_each is not None,
+        ]
         if given.count(True) != 1:
             raise ValueError(
-                "give exactly one of 'from' (one value), 'data' (a bundle) or 'data_from' "
-                "(every key of a source)"
+                "give exactly one of 'from' (one value), 'data' (a bundle), 'data_from' "
+                "(every key of a source as one bundle) or 'for_each' (a secret per key)"
             )
+        if (self.for_each is not None) != (TEMPLATE_KEY in self.name):
+            raise ValueError(
+                f"'for_each' needs a name template with {TEMPLATE_KEY} (and only it does)"
+            )
+        if self.for_each is not None and self.format is not None:
+            raise ValueError("'format' renders a bundle; for_each makes single values")
         if self.data is not None and not self.data:
             raise ValueError("'data' needs at least one key")
         if self.from_ is not None and self.format is not None:
             raise ValueError("'format' renders a bundle; it needs 'data' or 'data_from'")
         if self.from_ is not None and self.key_style != "as-is":
-            raise ValueError("'key_style' renames bundle keys; it needs 'data' or 'data_from'")
+            raise ValueError(
+                "'key_style' renames bundle keys; it needs 'data', 'data_from' or 'for_each'"
+            )
         return self
 
     @property
     def is_bundle(self) -> bool:
         """A bundle of keys (``data`` or ``data_from``) rather than one value."""
-        return self.from_ is None
+        return self.from_ is None and self.for_each is None
+
+    def named(self, key: str) -> str:
+        """A ``for_each`` secret's name for one source key."""
+        return self.name.replace(TEMPLATE_KEY, style_key(key, self.key_style))
 
 
 class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
@@ -224,7 +247,7 @@ class Secret:
 
     spec: SecretSpec[Any]
     refs: dict[str, Ref]
-    #: for ``data_from``: the reference whose keys become the bundle (refs filled per cycle)
+    #: for ``data_from`` / ``for_each``: the reference whose keys are listed each cycle
     source: Ref | None
     refresh: float
     keep: int
@@ -579,6 +602,8 @@ def _validate_secrets(
             raw_refs = {spec.name: (spec.from_, (*loc, "from"))}
         elif spec.data_from is not None:
             raw_refs = {"": (spec.data_from, (*loc, "data_from"))}
+        elif spec.for_each is not None:
+            raw_refs = {"": (spec.for_each, (*loc, "for_each"))}
         else:
             raw_refs = {k: (r, (*loc, "data", k)) for k, r in (spec.data or {}).items()}
         refs: dict[str, Ref] = {}
@@ -587,12 +612,16 @@ def _validate_secrets(
             if ref is not None:
                 refs[key] = ref
         if target is not None:
-            target_cls = target[0]
-            for problem in target_cls.validate_spec(spec, target[1]):
+            # a for_each template is checked as one generated secret would be
+            sample = spec.model_copy(
+                update={"name": spec.named("sample"), "for_each": None, "from_": spec.for_each}
+            )
+            checked = sample if spec.for_each is not None else spec
+            for problem in target[0].validate_spec(checked, target[1]):
                 reader.issue(loc, problem)
         if len(refs) == len(raw_refs):
             defaults = loose.defaults
-            source = refs.pop("") if spec.data_from is not None else None
+            source = refs.pop("", None)
             secrets.append(
                 Secret(
                     spec=spec,

@@ -8,7 +8,7 @@ secrets that left the config. Nothing here writes.
 
 from __future__ import annotations
 
-from syncd.config import Config
+from syncd.config import Config, Secret
 from syncd.engine import Engine
 from syncd.errors import TargetError
 from syncd.model import Finding, VersionInfo
@@ -19,12 +19,15 @@ def diagnose(config: Config) -> list[Finding]:
     engine = Engine(config)
     try:
         target = engine.target
-        names = [s.name for s in config.secrets]
+        secrets, failed, complete = engine.expand(config.secrets)
+        names = [s.name for s in secrets]
         versions = target.list_versions(names)
         findings = list(target.diagnose())
-        findings += _orphans(versions, set(names))
+        findings += [Finding(f"secret/{i.name}", i.error or "", "fix its source") for i in failed]
+        if complete:
+            findings += _orphans(versions, set(names))
         if target.has_consumers:
-            findings += _consumers(engine, config, versions)
+            findings += _consumers(engine, secrets, versions)
         return findings
     finally:
         engine.close()
@@ -42,12 +45,12 @@ def _orphans(versions: dict[str, list[VersionInfo]], configured: set[str]) -> li
 
 
 def _consumers(
-    engine: Engine, config: Config, versions: dict[str, list[VersionInfo]]
+    engine: Engine, secrets: list[Secret], versions: dict[str, list[VersionInfo]]
 ) -> list[Finding]:
-    specs = [s.spec for s in config.secrets]
+    specs = [s.spec for s in secrets]
     found = engine.target.find_consumers(specs, versions)
     findings = []
-    for secret in config.secrets:
+    for secret in secrets:
         result = found.get(secret.name, [])
         if isinstance(result, TargetError):
             findings.append(Finding(f"secret/{secret.name}", str(result), "fix 'consumers'"))

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,7 @@ import yaml
 
 from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
-from syncd.config import Config, Secret, style_key
+from syncd.config import Config, Secret, SecretSpec, style_key
 from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import Consumer, Fetched, NewVersion, PlanItem, VersionInfo
@@ -133,11 +133,10 @@ class Engine:
         self.clock = clock
         self._providers: dict[str, Provider[Any, Any] | ProviderError] = {}
         target_cls, target_config = config.target
-        context = TargetContext(
-            base_dir=config.base_dir,
-            calls=self.calls,
-            secrets={s.name: s.spec for s in config.secrets},
-        )
+        # generated (for_each) secrets join this mapping each cycle, so the target can place
+        # them like the template (namespace, type, strategy)
+        self._specs: dict[str, SecretSpec[Any]] = {s.name: s.spec for s in config.secrets}
+        context = TargetContext(base_dir=config.base_dir, calls=self.calls, secrets=self._specs)
         self.target: Target[Any] = target_cls(target_config, context=context)
         self._key: bytes | None = None
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
@@ -200,11 +199,12 @@ class Engine:
         (``unchanged``); an object whose data differs from the source is an error.
         """
         wanted = set(names) if names is not None else None
-        secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        chosen = [s for s in self.config.secrets if wanted is None or s.name in wanted]
         try:
+            secrets, failed, _ = self.expand(chosen)
             existing = self._existing(secrets)
             if isinstance(existing, list):
-                return existing
+                return failed + existing
             works = [
                 _Work(s, PlanItem(s.name, "unchanged"), [])
                 for s in secrets
@@ -219,7 +219,7 @@ class Engine:
             if key is None:
                 for work in works:
                     work.fail("fingerprint key unavailable from the target")
-                return done + [w.item for w in works]
+                return failed + done + [w.item for w in works]
             self._plan_values(works, key)
             self._store_key(key, works)
             for work in works:
@@ -238,7 +238,7 @@ class Engine:
                     )
                 else:
                     work.item.action, work.item.version = "import", adopted.version
-            return done + [w.item for w in works]
+            return failed + done + [w.item for w in works]
         finally:
             self.redactor.clear()
 
@@ -257,10 +257,54 @@ class Engine:
         self._fetch_changed(works)
         self._render(works, key)
 
+    def expand(self, secrets: Sequence[Secret]) -> tuple[list[Secret], list[PlanItem], bool]:
+        """``for_each`` templates replaced by one secret per source key.
+
+        Returns the secrets, error items for templates that could not be expanded or names
+        that clash, and whether every template expanded (pruning needs the full picture:
+        a listing that failed must never look like secrets removed upstream).
+        """
+        result: list[Secret] = []
+        errors: list[PlanItem] = []
+        static = {s.name for s in secrets if s.spec.for_each is None}
+        seen: set[str] = set()
+        for secret in secrets:
+            if secret.spec.for_each is None or secret.source is None:
+                result.append(secret)
+                continue
+            listed = self._list_keys(secret.source)
+            if isinstance(listed, ProviderError):
+                errors.append(
+                    PlanItem(secret.name, "error", error=self.redactor.redact(str(listed)))
+                )
+                continue
+            for key, ref in sorted(listed.items()):
+                name = secret.spec.named(key)
+                if name in static or name in seen:
+                    message = f"{secret.name}: key {key!r} makes {name!r}, which already exists"
+                    errors.append(PlanItem(name, "error", error=message))
+                    continue
+                seen.add(name)
+                spec = secret.spec.model_copy(update={"name": name, "for_each": None, "from_": ref})
+                self._specs[name] = spec
+                result.append(replace(secret, spec=spec, refs={name: ref}, source=None))
+        return result, errors, not errors
+
+    def _list_keys(self, source: Ref) -> Mapping[str, Ref] | ProviderError:
+        provider = self.provider(source.provider)
+        if isinstance(provider, ProviderError):
+            return provider
+        try:
+            return provider.list_keys(source)
+        except Exception as exc:  # noqa: BLE001 - this source fails, others go on
+            return ProviderError(source.provider, source.describe(), _describe(exc))
+
     def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
+        secrets, failed, complete = self.expand(secrets)
+        prune = prune and complete
         existing = self._existing(secrets)
         if isinstance(existing, list):
-            return existing
+            return failed + existing
         works = [
             _Work(s, PlanItem(s.name, "unchanged"), sorted(existing.get(s.name, []), key=_ver))
             for s in secrets
@@ -277,9 +321,14 @@ class Engine:
         self._plan_values(works, key)
         self._plan_consumers(works)
         orphans = self._orphans(existing, secrets) if prune and self.config.prune else {}
-        items = [w.item for w in works] + [
-            PlanItem(name, "delete", version=v[-1].version) for name, v in sorted(orphans.items())
-        ]
+        items = (
+            failed
+            + [w.item for w in works]
+            + [
+                PlanItem(name, "delete", version=v[-1].version)
+                for name, v in sorted(orphans.items())
+            ]
+        )
         if dry_run:
             return items
         self._store_key(key, works)
@@ -330,13 +379,7 @@ class Engine:
             source = work.secret.source
             if source is None:
                 continue
-            provider = self.provider(source.provider)
-            listed: Any = provider
-            if not isinstance(provider, ProviderError):
-                try:
-                    listed = provider.list_keys(source)
-                except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
-                    listed = ProviderError(source.provider, source.describe(), _describe(exc))
+            listed = self._list_keys(source)
             if isinstance(listed, ProviderError):
                 work.fail(str(listed))
             elif not listed:

@@ -519,3 +519,30 @@ def test_find_needs_data_from_and_a_filter(tmp_path, aws):
     result = engine.run_cycle()
     engine.close()
     assert "'find' names many secrets: use it with data_from" in errors(result)["a"]
+
+
+def test_for_each_find_makes_a_secret_per_match(tmp_path, aws, sm, prefix):
+    """``for_each`` + ``find``: every matching secret becomes its own synced secret."""
+    values = {"openai-key": new_value(), "anthropic-key": new_value()}
+    for name, value in values.items():
+        sm.create_secret(Name=f"{prefix}{name}", SecretString=value)
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            {
+                "name": "{key}",
+                "for_each": {"provider": "aws", "find": {"prefix": prefix}},
+                "key_style": "snake",
+            }
+        ],
+    )
+    result = engine.run_cycle()
+    assert result.ok, errors(result)
+    assert sorted(i.name for i in result.items) == ["anthropic_key", "openai_key"]
+    assert out(tmp_path, "openai_key") == values["openai-key"].encode()
+    before = result.calls
+    again = engine.run_cycle()
+    engine.close()
+    assert again.target_writes == 0
+    assert "BatchGetSecretValue" not in delta(before, again)

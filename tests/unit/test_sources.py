@@ -142,3 +142,61 @@ def test_key_style_needs_a_bundle(write_config, tmp_path):
     )
     with pytest.raises(ConfigError, match="'key_style' renames bundle keys"):
         load_config(path)
+
+
+def test_for_each_makes_one_secret_per_key(write_config, tmp_path):
+    """``echo ... | docker secret create <key> -`` for every key of a file, as one line."""
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=o1\nANTHROPIC_API_KEY=a1\n")
+    path = write_config(
+        secrets=[{"name": "{key}", "for_each": {"provider": "dotenv"}, "key_style": "snake"}],
+        prune=True,
+    )
+    doc = yaml.safe_load(path.read_text())
+    doc["providers"] = {"dotenv": {"type": "file", "path": ".env"}}
+    path.write_text(yaml.safe_dump(doc))
+    engine = Engine(load_config(path))
+    result = engine.run_cycle()
+    assert sorted((i.name, i.action) for i in result.items) == [
+        ("anthropic_api_key", "create"),
+        ("openai_api_key", "create"),
+    ]
+    assert (tmp_path / "out" / "openai_api_key").read_text() == "o1"
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=o1\nANTHROPIC_API_KEY=a1\nSUPABASE_URL=u1\n")
+    grown = engine.run_cycle()
+    assert [(i.name, i.action) for i in grown.items if i.action != "unchanged"] == [
+        ("supabase_url", "create")
+    ]
+    # the source vanishes: a failed listing must not look like secrets removed upstream
+    (tmp_path / ".env").unlink()
+    broken = engine.run_cycle()
+    assert [(i.name, i.action) for i in broken.items] == [("{key}", "error")]
+    assert "file not found" in (broken.items[0].error or "")
+    assert broken.target_writes == 0
+    assert (tmp_path / "out" / "supabase_url").read_text() == "u1"
+    engine.close()
+
+
+def test_for_each_names_are_checked_and_must_not_clash(write_config, tmp_path):
+    from syncd.errors import ConfigError
+
+    (tmp_path / "keys.yaml").write_text("a: 1\nb: 2\n")
+    bad = write_config(secrets=[{"name": "../{key}", "for_each": {"provider": "local"}}])
+    with pytest.raises(ConfigError, match="can't be a file name"):
+        load_config(bad)
+    no_template = write_config(secrets=[{"name": "fixed", "for_each": {"provider": "local"}}])
+    with pytest.raises(ConfigError, match=r"needs a name template with \{key\}"):
+        load_config(no_template)
+    clash = write_config(
+        secrets=[
+            {"name": "a", "from": {"provider": "local", "key": "b"}},
+            {"name": "{key}", "for_each": {"provider": "local"}},
+        ]
+    )
+    result = Engine(load_config(clash)).run_cycle()
+    assert [(i.name, i.error) for i in result.items if i.error] == [
+        ("a", "{key}: key 'a' makes 'a', which already exists")
+    ]
+    assert sorted((i.name, i.action) for i in result.items if not i.error) == [
+        ("a", "create"),
+        ("b", "create"),
+    ]
