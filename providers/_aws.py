@@ -13,7 +13,6 @@ AWS bill see too. boto3 is imported lazily so the plain install works without it
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -307,25 +306,3 @@ def _core_error(operation: str, exc: Any) -> AwsCallError:
     if isinstance(exc, bex.EndpointConnectionError | bex.ConnectionError | bex.HTTPClientError):
         return AwsCallError(operation, f"endpoint unreachable after retries: {exc}", transient=True)
     return AwsCallError(operation, f"{type(exc).__name__}: {exc}", transient=False)
-
-
-def json_field(text: str, key: str) -> bytes:
-    """One top-level field of a JSON object, as bytes; ``ValueError`` says what is wrong.
-
-    A string field gives its text; any other JSON value (number, bool, object) its compact
-    JSON, which is what a consumer reading a config value expects.
-    """
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"key {key!r} asked, but the value is not JSON") from exc
-    if not isinstance(document, dict):
-        raise ValueError(f"key {key!r} asked, but the value is JSON, not a JSON object")
-    if key not in document:
-        raise ValueError(f"key {key!r} not found in the JSON object")
-    field = document[key]
-    if field is None:
-        raise ValueError(f"key {key!r} is null")
-    if isinstance(field, str):
-        return field.encode("utf-8")
-    return json.dumps(field, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

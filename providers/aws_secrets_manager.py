@@ -27,8 +27,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, json_field, log
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, log
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 

@@ -24,8 +24,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, json_field
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 

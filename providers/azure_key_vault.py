@@ -18,7 +18,6 @@ so retries and the challenge round trip show in the call counts, not only the lo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
 
@@ -408,11 +407,11 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
                 return self.error(ref, f"secret {ref.name!r} is disabled in {self._vault}")
             message, transient = self._explain(got, what)
             return self.error(ref, message, transient=transient)
-        text: str = got.value or ""
+        data = (got.value or "").encode("utf-8")
         if ref.key is not None:
             try:
-                text = _pick(text, ref.key)
-            except JsonKeyError as exc:
+                data = json_field(got.value or "", ref.key)
+            except ValueError as exc:
                 return self.error(ref, f"secret {ref.name!r}: {exc}")
         if ref.version:
             token: str | None = f"v:{ref.version}"
@@ -420,7 +419,7 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             updated = got.properties.updated_on
             token = _timestamp_token(updated.timestamp() if updated else None, now)
         try:
-            return Fetched(ref.decoded(text.encode("utf-8")), token)
+            return Fetched(ref.decoded(data), token)
         except ProviderError as exc:
             return exc
 
@@ -467,26 +466,6 @@ def _timestamp_token(updated: float | None, now: float) -> str | None:
     if updated is None or now - updated < FRESH_SECONDS:
         return None
     return f"u:{int(updated)}"
-
-
-class JsonKeyError(ValueError):
-    """``key:`` can't be picked from the value; the message never quotes the value."""
-
-
-def _pick(text: str, key: str) -> str:
-    """One field of a JSON object value: strings as they are, anything else as compact JSON."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise JsonKeyError(f"value is not JSON (key {key!r} was asked for)") from None
-    if not isinstance(doc, dict):
-        raise JsonKeyError(f"value is JSON but not an object (key {key!r} was asked for)")
-    if key not in doc:
-        raise JsonKeyError(f"key {key!r} not found in the JSON value")
-    field = doc[key]
-    if field is None:
-        raise JsonKeyError(f"key {key!r} is null in the JSON value")
-    return field if isinstance(field, str) else json.dumps(field, separators=(",", ":"))
 
 
 def _status(exc: BaseException) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,28 @@ class Ref(BaseModel):
                     self.provider, self.describe(), "value is not valid base64 (decode: base64)"
                 ) from exc
         return value
+
+
+def json_field(text: str, key: str) -> bytes:
+    """One top-level field of a JSON object, as bytes; ``ValueError`` says what is wrong.
+
+    A string field gives its text; any other JSON value (number, bool, object) its compact
+    JSON, which is what a consumer reading a config value expects.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"key {key!r} asked, but the value is not JSON") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"key {key!r} asked, but the value is JSON, not a JSON object")
+    if key not in document:
+        raise ValueError(f"key {key!r} not found in the JSON object")
+    field = document[key]
+    if field is None:
+        raise ValueError(f"key {key!r} is null")
+    if isinstance(field, str):
+        return field.encode("utf-8")
+    return json.dumps(field, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True)
