@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,18 +215,19 @@ def test_fresh_timestamp_is_not_trusted(
     """Two writes within one second share a timestamp, so a fresh one must not be a version id."""
     name = unique("fresh")
     seed.set_secret(name, new_value())
-    provider = make_provider(tmp_path, azure)
-    try:
+    with provider_for(tmp_path, azure) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         assert provider.versions([ref])[ref] is None
         wait_fresh()
         token = provider.versions([ref])[ref]
         assert isinstance(token, str) and token.startswith("u:")
-    finally:
-        provider.close()
 
 
-def make_provider(tmp_path: Path, azure: dict[str, str], **extra: Any) -> AzureKeyVaultProvider:
+@contextmanager
+def provider_for(
+    tmp_path: Path, azure: dict[str, str], **extra: Any
+) -> Iterator[AzureKeyVaultProvider]:
+    """A provider built from a real config block, closed after use."""
     config = load_config(
         write_config(
             tmp_path,
@@ -235,7 +237,10 @@ def make_provider(tmp_path: Path, azure: dict[str, str], **extra: Any) -> AzureK
     )
     provider = Engine(config).provider("kv")
     assert isinstance(provider, AzureKeyVaultProvider), provider
-    return provider
+    try:
+        yield provider
+    finally:
+        provider.close()
 
 
 def test_version_pin_needs_no_listing(
@@ -245,8 +250,7 @@ def test_version_pin_needs_no_listing(
     old, new = new_value(), new_value()
     old_version = seed.set_secret(name, old).properties.version
     seed.set_secret(name, new)
-    provider = make_provider(tmp_path, azure)
-    try:
+    with provider_for(tmp_path, azure) as provider:
         pinned = provider.ref_model.model_validate(
             {"provider": "kv", "name": name, "version": old_version}
         )
@@ -267,8 +271,6 @@ def test_version_pin_needs_no_listing(
         error = provider.fetch([missing])[missing]
         assert isinstance(error, Exception)
         assert "not found" in str(error) and name in str(error)
-    finally:
-        provider.close()
 
 
 def test_base64_decode_gives_binary(
@@ -279,15 +281,12 @@ def test_base64_decode_gives_binary(
     name = unique("bin")
     blob = os.urandom(64)
     seed.set_secret(name, base64.b64encode(blob).decode())
-    provider = make_provider(tmp_path, azure)
-    try:
+    with provider_for(tmp_path, azure) as provider:
         ref = provider.ref_model.model_validate(
             {"provider": "kv", "name": name, "decode": "base64"}
         )
         got = provider.fetch([ref])[ref]
         assert not isinstance(got, Exception) and got.value == blob
-    finally:
-        provider.close()
 
 
 # --------------------------------------------------------------------------- auth
@@ -305,16 +304,13 @@ def test_certificate_credential(
         "client_id": azure["AZURE_KV_CLIENT_ID"],
         "certificate_path": azure["AZURE_KV_CLIENT_CERT"],
     }
-    provider = make_provider(tmp_path, azure, auth=auth)
-    try:
+    with provider_for(tmp_path, azure, auth=auth) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         before = admin.stats()
         got = provider.fetch([ref])[ref]
         assert not isinstance(got, Exception), got
         assert got.value == value.encode()
         assert delta(before, admin.stats(), "token") == 1
-    finally:
-        provider.close()
 
 
 def test_default_credential_uses_managed_identity(
@@ -325,16 +321,13 @@ def test_default_credential_uses_managed_identity(
     name = unique("mi")
     value = new_value()
     seed.set_secret(name, value)
-    provider = make_provider(tmp_path, azure, auth={"method": "default"})
-    try:
+    with provider_for(tmp_path, azure, auth={"method": "default"}) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         before = admin.stats()
         got = provider.fetch([ref])[ref]
         assert not isinstance(got, Exception), got
         assert got.value == value.encode()
         assert delta(before, admin.stats(), "identity_token") == 1
-    finally:
-        provider.close()
 
 
 def localhost_url(azure: dict[str, str]) -> str:
@@ -349,8 +342,7 @@ def test_challenge_based_auth_and_claims_challenge(
     name = unique("chal")
     value = new_value()
     seed.set_secret(name, value)
-    provider = make_provider(tmp_path, azure, vault_url=localhost_url(azure))
-    try:
+    with provider_for(tmp_path, azure, vault_url=localhost_url(azure)) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         before = admin.stats()
         got = provider.fetch([ref])[ref]
@@ -371,8 +363,6 @@ def test_challenge_based_auth_and_claims_challenge(
         assert delta(before, after, "challenge") == 1
         assert delta(before, after, "token") == 1
         assert provider.context.calls.snapshot()["kv"]["auth_challenge"] == 2
-    finally:
-        provider.close()
 
 
 def test_wrong_client_secret_is_a_clear_error(
@@ -388,16 +378,13 @@ def test_wrong_client_secret_is_a_clear_error(
         "client_id": azure["AZURE_KV_CLIENT_ID"],
         "client_secret_file": str(bad),
     }
-    provider = make_provider(tmp_path, azure, auth=auth, retry_total=0)
-    try:
+    with provider_for(tmp_path, azure, auth=auth, retry_total=0) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         error = provider.versions([ref])[ref]
         assert isinstance(error, Exception)
         message = str(error)
         assert "authentication failed" in message and "'kv'" in message and name in message
         assert canary not in message
-    finally:
-        provider.close()
 
 
 def test_client_secret_from_env_and_missing_env(
@@ -456,32 +443,28 @@ def test_untrusted_certificate_is_a_clear_error(
     seed.set_secret(name, new_value())
     # trust the wrong CA (the client certificate), and then no extra CA at all
     for ca in (azure["AZURE_KV_CLIENT_CERT"].replace("client.pem", "client.crt"), None):
-        provider = make_provider(
+        with provider_for(
             tmp_path, azure, ca_bundle=ca, retry_total=0, vault_url=localhost_url(azure)
-        )
-        try:
+        ) as provider:
             ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
             error = provider.fetch([ref])[ref]
             assert isinstance(error, Exception)
             assert "TLS certificate" in str(error) and "not trusted" in str(error), str(error)
             assert name in str(error)
-        finally:
-            provider.close()
 
 
 def test_unreachable_vault_is_transient(tmp_path: Path, azure: dict[str, str]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = make_provider(tmp_path, azure, vault_url=f"https://127.0.0.1:{port}", retry_total=1)
-    try:
+    with provider_for(
+        tmp_path, azure, vault_url=f"https://127.0.0.1:{port}", retry_total=1
+    ) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": "anything"})
         error = provider.versions([ref])[ref]
         assert isinstance(error, Exception)
         assert "can't reach" in str(error)
         assert getattr(error, "transient", False) is True
-    finally:
-        provider.close()
 
 
 def test_missing_secret_and_key_errors_leave_target_untouched(
@@ -536,8 +519,7 @@ def test_429_retry_after_is_honoured(
     name = unique("busy")
     value = new_value()
     seed.set_secret(name, value)
-    provider = make_provider(tmp_path, azure, retry_total=3)
-    try:
+    with provider_for(tmp_path, azure, retry_total=3) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         assert not isinstance(provider.fetch([ref])[ref], Exception)  # token and challenge done
         admin.post("faults", {"status": 429, "times": 2, "retry_after": "1", "match": "/secrets/"})
@@ -555,8 +537,6 @@ def test_429_retry_after_is_honoured(
         admin.post("faults", {"status": 503, "times": 1, "match": "/secrets"})
         assert not isinstance(provider.versions([ref])[ref], Exception)
         assert admin.stats()["fault_503"] == 1
-    finally:
-        provider.close()
 
 
 def test_throttling_beyond_retries_is_a_transient_error(
@@ -564,8 +544,7 @@ def test_throttling_beyond_retries_is_a_transient_error(
 ) -> None:
     name = unique("throttled")
     seed.set_secret(name, new_value())
-    provider = make_provider(tmp_path, azure, retry_total=1)
-    try:
+    with provider_for(tmp_path, azure, retry_total=1) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         assert not isinstance(provider.fetch([ref])[ref], Exception)
         admin.post("faults", {"status": 429, "times": 5, "retry_after": "0", "match": "/secrets/"})
@@ -574,8 +553,6 @@ def test_throttling_beyond_retries_is_a_transient_error(
         assert "throttled" in str(error) and "429" in str(error)
         assert getattr(error, "transient", False) is True
         assert admin.stats()["fault_429"] == 2  # the call and its one retry
-    finally:
-        provider.close()
 
 
 def test_list_forbidden_falls_back_to_reading(
@@ -585,8 +562,7 @@ def test_list_forbidden_falls_back_to_reading(
     name = unique("nolist")
     value = new_value()
     seed.set_secret(name, value)
-    provider = make_provider(tmp_path, azure)
-    try:
+    with provider_for(tmp_path, azure) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         assert not isinstance(provider.fetch([ref])[ref], Exception)
         admin.post("faults", {"status": 403, "times": 1, "match": "/secrets"})
@@ -597,8 +573,6 @@ def test_list_forbidden_falls_back_to_reading(
         assert delta(before, admin.stats(), "list") == 0
         got = provider.fetch([ref])[ref]
         assert not isinstance(got, Exception) and got.value == value.encode()
-    finally:
-        provider.close()
 
 
 # --------------------------------------------------------------------------- CLI
