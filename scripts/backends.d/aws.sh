@@ -101,11 +101,4 @@ down() {
   rm -f "$SYNCD_RUN_DIR/aws.port" "$SYNCD_RUN_DIR/aws-auth.port" "$authf" "$envf"
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  *)
-    echo "usage: $0 up|down" >&2
-    exit 2
-    ;;
-esac
+backend_main "$@"

@@ -100,8 +100,4 @@ down() {
   rm -f "$SYNCD_RUN_DIR/$name.ports" "$envf"
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
-esac
+backend_main "$@"

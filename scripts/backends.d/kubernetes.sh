@@ -303,11 +303,4 @@ EOF
   log "cluster $release ready on https://127.0.0.1:$api_port in $((SECONDS - t0))s (KUBECONFIG=$run/admin.kubeconfig)"
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  *)
-    echo "usage: $0 up|down" >&2
-    exit 2
-    ;;
-esac
+backend_main "$@"

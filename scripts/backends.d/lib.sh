@@ -50,3 +50,15 @@ stop_bg() {
   kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$pidf" "$SYNCD_RUN_DIR/$1.env"
 }
+
+# backend_main ARG: run the backend script's `up` or `down` function (each script ends with it).
+backend_main() {
+  case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *)
+      echo "usage: $0 up|down" >&2
+      exit 2
+      ;;
+  esac
+}

@@ -133,8 +133,4 @@ down() {
   rm -f "$envf"
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
-esac
+backend_main "$@"

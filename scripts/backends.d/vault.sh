@@ -195,11 +195,6 @@ up() {
   install -m 600 "$state/vault.env" "$envf"
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) stop_all ;;
-  *)
-    echo "usage: $0 up|down" >&2
-    exit 2
-    ;;
-esac
+down() { stop_all; }
+
+backend_main "$@"
