@@ -199,7 +199,14 @@ def test_metrics_endpoint_and_read_only(write_config, running, canary, tmp_path)
     path = daemon_config(write_config)
     (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"fast": canary, "slow": canary + "2"}))
     daemon = running(path)
-    wait_until("a first cycle", lambda: "syncd_secret_version" in get(daemon, "/metrics")[1])
+    # a sample line, not the HELP line, which is there before any cycle ran
+    wait_until(
+        "both secrets synced",
+        lambda: all(
+            f'syncd_secret_version{{secret="{name}"}}' in get(daemon, "/metrics")[1]
+            for name in ("fast", "slow")
+        ),
+    )
     status, body = get(daemon, "/metrics")
     assert status == 200
     assert 'syncd_syncs_total{result="created",secret="fast"} 1.0' in body
