@@ -111,6 +111,11 @@ class Provider(ABC, Generic[C, R]):
         self.context = context
         self.name = context.name
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this provider can't run here (a missing SDK, naming the extra to install)."""
+        return None
+
     def count(self, operation: str, n: int = 1, *, status: str = "ok") -> None:
         """Count ``n`` remote calls of ``operation`` (shows in ``--output json`` and metrics)."""
         self.context.calls.count(self.name, operation, n, status=status)

@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +19,7 @@ import yaml
 from pydantic import Field
 
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from syncd.envfile import EnvFileError, parse_env
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 
@@ -60,8 +60,7 @@ class FileRef(Ref):
         return f"{self.provider}:{self.key or '*'}"
 
 
-class FileFormatError(ValueError):
-    """The file doesn't parse; the message names the line when it can."""
+FileFormatError = EnvFileError
 
 
 class FileProvider(Provider[FileProviderConfig, FileRef]):
@@ -185,50 +184,6 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
         return {str(k): v for k, v in data.items()}
 
 
-_ENV_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(?P<rest>.*)$")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=VALUE``, ``export``, quotes, comments and blank lines.
-
-    Errors name the line (never its content, which may be a secret).
-    """
-    result: dict[str, str] = {}
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        number = index + 1
-        index += 1
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
-            raise FileFormatError(f"line {number}: expected KEY=VALUE")
-        key, rest = match["key"], match["rest"]
-        if rest.startswith(("'", '"')):
-            quote = rest[0]
-            body = rest[1:]
-            # a quoted value may span lines until its closing quote
-            while _closing_quote(body, quote) < 0 and index < len(lines):
-                body += "\n" + lines[index]
-                index += 1
-            end = _closing_quote(body, quote)
-            if end < 0:
-                raise FileFormatError(f"line {number}: unterminated {quote} quote")
-            tail = body[end + 1 :].strip()
-            if tail and not tail.startswith("#"):
-                raise FileFormatError(f"line {number}: unexpected text after the closing quote")
-            value = body[:end]
-            if quote == '"':
-                value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], "\\" + m[1]), value)
-        else:
-            value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()
-        result[key] = value
-    return result
-
-
 def parse_chit(text: str) -> dict[str, str | bytes]:
     """Parse a CHIT geometry packet: ``{"version", "namespace", "points": [...]}``.
 
@@ -269,15 +224,3 @@ def parse_chit(text: str) -> dict[str, str | bytes]:
                 f"{where} ({label}): unknown encoding {encoding!r} (cleartext or hex)"
             )
     return result
-
-
-def _closing_quote(body: str, quote: str) -> int:
-    escaped = False
-    for pos, char in enumerate(body):
-        if escaped:
-            escaped = False
-        elif char == "\\" and quote == '"':
-            escaped = True
-        elif char == quote:
-            return pos
-    return -1

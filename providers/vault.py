@@ -36,7 +36,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref
-from syncd.config import Duration
+from syncd.duration import Duration
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
 

@@ -2,8 +2,11 @@
 
 ``syncd --config F`` runs the daemon; ``--once`` runs one cycle (exit 0 in sync, 1 on any
 failure); ``--once --dry-run`` prints the plan and writes nothing (exit 0 nothing to do,
-2 changes pending, 1 error). ``check``, ``schema`` and ``names`` are subcommands. Heavy
-imports happen inside the commands so ``syncd --help`` stays fast.
+2 changes pending, 1 error). ``check``, ``schema``, ``names``, ``doctor`` and ``import`` are
+subcommands. A usage error (an unknown or misplaced flag) exits 64, a code of its own, so
+``--dry-run || test $? -eq 2`` can't pass on a typo. Every failure ends in ``error: ...`` and
+an exit code, never a traceback. Heavy imports happen inside the commands so ``syncd --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+#: sysexits.h EX_USAGE: the command line itself is wrong.
+EXIT_USAGE = 64
 
 _SYMBOL = {
     "create": "+",
@@ -33,6 +38,14 @@ _SYMBOL = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits ``EXIT_USAGE`` (argparse's 2 means "changes")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _common(parser: argparse.ArgumentParser, *, config: bool = True) -> None:
     if config:
         parser.add_argument(
@@ -42,14 +55,20 @@ def _common(parser: argparse.ArgumentParser, *, config: bool = True) -> None:
             help="config file (default: $SYNCD_CONFIG)",
         )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (any case)",
     )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="log line format"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render the CLI reference)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncd",
         description="Sync secrets from Vault/OpenBao, AWS and Azure into Docker Swarm, "
         "Kubernetes or files, with versioned zero-downtime swaps.",
@@ -73,25 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_subparsers() -> dict[str, argparse.ArgumentParser]:
     """One parser per subcommand."""
-    check = argparse.ArgumentParser(prog="syncd check", description="Validate a config file.")
+    check = _Parser(prog="syncd check", description="Validate a config file.")
     _common(check)
-    schema = argparse.ArgumentParser(
-        prog="syncd schema", description="Print the JSON Schema of the config file."
-    )
-    names = argparse.ArgumentParser(
+    schema = _Parser(prog="syncd schema", description="Print the JSON Schema of the config file.")
+    names = _Parser(
         prog="syncd names",
         description="Print the current versioned name of every secret (for stack pinning).",
     )
     _common(names)
     names.add_argument("--format", default="env", choices=["env", "json"])
-    doctor = argparse.ArgumentParser(
+    doctor = _Parser(
         prog="syncd doctor",
         description="Check how consumers use the managed secrets (read-only). "
         "Exit 0 when clean, 1 when problems were found.",
     )
     _common(doctor)
     doctor.add_argument("--output", default="text", choices=["text", "json"])
-    adopt = argparse.ArgumentParser(
+    adopt = _Parser(
         prog="syncd import",
         description="Adopt secrets made by hand in the target (named like each secret) as "
         "version 1, without restarting their consumers.",
@@ -107,7 +124,35 @@ def build_subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``syncd`` console script."""
+    """Entry point of the ``syncd`` console script: every failure is one ``error:`` line."""
+    from syncd.errors import SyncdError
+    from syncd.redact import REDACTOR
+
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (syncd schema | head): not an error of ours; keep Python from
+        # complaining again while it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except SyncdError as exc:
+        print(f"error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug must still end in one line, never quoting a value
+        import logging
+
+        logging.getLogger("syncd").debug("internal error", exc_info=True)
+        detail = REDACTOR.redact(f"{type(exc).__name__}: {exc}")
+        print(
+            f"error: internal error ({detail}); run with --log-level debug for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     subparsers = build_subparsers()
     if args_list and args_list[0] in subparsers:
@@ -136,9 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_doctor(config, output=args.output)
     if command == "import":
         return cmd_import(config, names=args.secret, trust=args.trust_values)
-    if args.dry_run and not args.once:
-        print("syncd: --dry-run needs --once", file=sys.stderr)
-        return EXIT_ERROR
+    if not args.once:
+        misplaced = [
+            flag
+            for flag, given in (
+                ("--dry-run", args.dry_run),
+                ("--output", args.output != "text"),
+                ("--secret", bool(args.secret)),
+            )
+            if given
+        ]
+        if misplaced:
+            print(f"syncd: {', '.join(misplaced)} needs --once", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.listen is not None:
+        print("syncd: --listen is for the daemon; it doesn't apply with --once", file=sys.stderr)
+        return EXIT_USAGE
     if args.once:
         return cmd_once(config, dry_run=args.dry_run, output=args.output, names=args.secret)
     return cmd_daemon(args.config, listen=args.listen)
@@ -171,23 +229,24 @@ def cmd_names(config: Config, *, fmt: str) -> int:
 
     engine = Engine(config)
     try:
-        secrets, failed, _ = engine.expand(config.secrets)
-        existing = engine.target.list_versions([s.name for s in secrets])
+        existing = engine.target.list_versions([s.name for s in config.secrets])
+        expansion = engine.expand(config.secrets, existing)
+        current: dict[str, str] = {}
+        missing = []
+        for secret in expansion.secrets:
+            versions = existing.get(secret.name)
+            if versions:
+                latest = max(versions, key=lambda v: v.version)
+                current[secret.name] = engine.target.reference_name(latest)
+            else:
+                missing.append(secret.name)
     except SyncdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         engine.close()
-    for item in failed:
+    for item in expansion.errors:
         print(f"error: {item.name}: {item.error}", file=sys.stderr)
-    current: dict[str, str] = {}
-    missing = []
-    for secret in secrets:
-        versions = existing.get(secret.name)
-        if versions:
-            current[secret.name] = max(versions, key=lambda v: v.version).object_name
-        else:
-            missing.append(secret.name)
     if fmt == "json":
         print(json.dumps(current, indent=2, sort_keys=True))
     else:

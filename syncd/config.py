@@ -4,12 +4,13 @@ Loading happens in two passes so that plugins own their settings. Pass one valid
 shape every config shares (``providers``, ``target``, ``defaults``, ``secrets``) with each
 provider block, the target block and each reference kept loose. Pass two validates every
 provider block and reference against the model of its plugin, and asks the target whether
-it can hold each secret. Every problem from both passes is reported with its path
-(``secrets[2].from.provider``) and YAML line, and nothing is written when there is one.
+it can hold each secret (and the whole set). Every problem from both passes is reported with
+its path (``secrets[2].from.provider``) and YAML line, and nothing is written when there is
+one. Reading the YAML itself (strict scalars, no tags, bounded aliases, ``${VAR}``,
+``extends``) is ``syncd.config_yaml``'s job.
 
-``${VAR}`` and ``${VAR:-default}`` expand environment variables in every string (``$$`` is a
-literal ``$``). No field holds a secret value: credentials are given as files or environment
-variables read by the providers themselves.
+No field holds a secret value: credentials are given as files or environment variables read
+by the providers themselves.
 """
 
 from __future__ import annotations
@@ -21,58 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from providers.base import Provider, ProviderConfig, Ref
+from syncd.config_yaml import Loc, Reader, load_tree
+from syncd.duration import Duration, Share
 from syncd.errors import ConfigError, ConfigIssue
 from syncd.registry import PluginError, provider_class, target_class
-from syncd.targets.base import Target, TargetConfig
+from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig
 
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """``"90s"``, ``"5m"``, ``"1h30m"`` or a number of seconds, as seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        pos, total = 0, 0.0
-        for match in _DURATION.finditer(text):
-            if match.start() != pos:
-                break
-            total += float(match["n"]) * _UNITS[match["unit"]]
-            pos = match.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h30m)")
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-            ],
-            "description": "Seconds, or a duration like 30s, 5m, 1h30m.",
-        }
-    ),
-]
+_INSTANCE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_INSTANCE = 40
 
 
 class _Strict(BaseModel):
@@ -82,9 +49,19 @@ class _Strict(BaseModel):
 class Defaults(_Strict):
     """Settings every secret inherits unless it sets its own."""
 
-    refresh: Duration = Field(300.0, description="How often to check the source (e.g. 5m).")
-    keep: int = Field(3, ge=0, description="Old versions kept for rollback after a swap.")
-    timeout: Duration = Field(300.0, description="How long to wait for consumers to converge.")
+    refresh: Duration = Field(
+        300.0, ge=1, description="How often to check the source (e.g. 5m; at least 1s)."
+    )
+    keep: int = Field(3, ge=0, le=1000, description="Old versions kept for rollback after a swap.")
+    timeout: Duration = Field(
+        300.0, gt=0, description="How long to wait for consumers to converge."
+    )
+    max_shrink: Share = Field(
+        0.5,
+        description="for_each/data_from: the largest share of its keys a source may lose in one "
+        "cycle; a listing that lost more (or came back empty) is an error and nothing is pruned. "
+        "1 allows any shrink, even to nothing.",
+    )
 
 
 class DaemonSettings(_Strict):
@@ -92,11 +69,13 @@ class DaemonSettings(_Strict):
 
     listen: str | None = Field(
         "127.0.0.1:9102",
-        description="host:port for /metrics, /healthz and /readyz (null: no HTTP server).",
+        description="host:port for /metrics, /healthz and /readyz (null or '': no HTTP server).",
     )
-    jitter: float = Field(0.1, ge=0, le=0.5, description="Refresh jitter, a fraction of it.")
-    backoff_min: Duration = Field(10.0, description="First retry delay after a failure.")
-    backoff_max: Duration = Field(600.0, description="Longest retry delay after failures.")
+    jitter: float = Field(
+        0.1, ge=0, le=0.5, allow_inf_nan=False, description="Refresh jitter, a fraction of it."
+    )
+    backoff_min: Duration = Field(10.0, gt=0, description="First retry delay after a failure.")
+    backoff_max: Duration = Field(600.0, gt=0, description="Longest retry delay after failures.")
     stall_margin: Duration = Field(
         120.0, description="/healthz fails when a cycle is overdue by more than this."
     )
@@ -104,6 +83,35 @@ class DaemonSettings(_Strict):
         300.0, description="/readyz fails when secrets have been failing for longer than this."
     )
     watch_config: bool = Field(True, description="Reload when the config file changes.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return check_listen(value)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DaemonSettings:
+        if self.backoff_min > self.backoff_max:
+            raise ValueError(
+                f"backoff_min ({self.backoff_min:g}s) is longer than backoff_max "
+                f"({self.backoff_max:g}s)"
+            )
+        return self
+
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})$")
+
+
+def check_listen(value: str | None) -> str | None:
+    """``host:port`` (``[::1]:9102``; ``:9102`` every address; port 0 any free one); off: None."""
+    if value is None or value == "":
+        return None
+    match = _LISTEN.match(value)
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(
+            f"listen {value!r} is not host:port (e.g. 127.0.0.1:9102, :9102 or [::1]:9102)"
+        )
+    return value
 
 
 class _LooseBlock(BaseModel):
@@ -164,9 +172,10 @@ class SecretSpec(_Strict, Generic[RefT]):
     format: Format | None = Field(
         None, description="Render the bundle into one value (env, yaml or json)."
     )
-    refresh: Duration | None = None
-    keep: int | None = Field(None, ge=0)
-    timeout: Duration | None = None
+    refresh: Duration | None = Field(None, ge=1)
+    keep: int | None = Field(None, ge=0, le=1000)
+    timeout: Duration | None = Field(None, gt=0)
+    max_shrink: Share | None = None
     consumers: Literal["auto"] | list[str] = Field(
         "auto", description="Who uses this secret: 'auto' (found by reference) or names."
     )
@@ -230,6 +239,12 @@ class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
         None,
         description="A base config this one refines (mappings merge, secrets merge by name).",
     )
+    instance: str = Field(
+        DEFAULT_INSTANCE,
+        description="This installation's name. Every object syncd writes carries it and syncd "
+        "sees only its own installation's objects, so several installations can share one "
+        "Swarm, namespace or directory. Lowercase letters, digits and '-'.",
+    )
     providers: dict[str, ProviderT] = Field(description="Named secret sources.")
     target: TargetT = Field(description="Where secrets are written (one per config).")
     defaults: Defaults = Field(default_factory=Defaults)
@@ -239,6 +254,16 @@ class ConfigFile(_Strict, Generic[RefT, ProviderT, TargetT]):
         description="Delete managed secrets that are no longer in this config (never on errors).",
     )
     secrets: list[SecretSpec[RefT]] = Field(description="The secrets to sync.")
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        if not _INSTANCE.match(value) or len(value) > MAX_INSTANCE:
+            raise ValueError(
+                f"instance {value!r} must be lowercase letters, digits and '-' "
+                f"(starting and ending with a letter or digit, at most {MAX_INSTANCE})"
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -252,6 +277,7 @@ class Secret:
     refresh: float
     keep: int
     timeout: float
+    max_shrink: float
 
     @property
     def name(self) -> str:
@@ -275,7 +301,10 @@ class Config:
     defaults: Defaults
     daemon: DaemonSettings
     prune: bool
+    instance: str
     raw: dict[str, Any] = field(repr=False)
+    #: every file this config was read from (itself, then its ``extends`` bases)
+    files: tuple[Path, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -283,232 +312,10 @@ class Config:
         return self.path.parent
 
 
-# --------------------------------------------------------------------------- YAML + ${VAR}
-
-#: libyaml's parser when PyYAML was built with it (50x faster on a 10,000-secret config).
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-Loc = tuple[str | int, ...]
-
-
-class _Reader:
-    """Builds plain data from a YAML node tree, remembering each path's line number."""
-
-    def __init__(self, filename: str, env: dict[str, str]) -> None:
-        self.filename = filename
-        self.env = env
-        #: where each path was written: (file, line); files differ once ``extends`` merged
-        self.lines: dict[Loc, tuple[str, int]] = {}
-        self.issues: list[ConfigIssue] = []
-
-    def issue(self, loc: Loc, message: str) -> None:
-        file, line = self.where(loc)
-        self.issues.append(ConfigIssue(file, format_loc(loc), message, line))
-
-    def where(self, loc: Loc) -> tuple[str, int | None]:
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in self.lines:
-                return self.lines[loc[:end]]
-        return self.filename, None
-
-    def mark(self, loc: Loc, node: yaml.Node) -> None:
-        self.lines[loc] = (self.filename, node.start_mark.line + 1)
-
-    def read(self, node: yaml.Node, loc: Loc, loader: yaml.SafeLoader) -> Any:
-        self.mark(loc, node)
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node)
-                if not isinstance(key, str):
-                    self.mark((*loc, str(key)), key_node)
-                    self.issue((*loc, str(key)), f"key {key!r} must be a string")
-                    continue
-                if key in result:
-                    self.mark((*loc, key), key_node)
-                    self.issue((*loc, key), "duplicate key")
-                    continue
-                result[key] = self.read(value_node, (*loc, key), loader)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.read(child, (*loc, i), loader) for i, child in enumerate(node.value)]
-        value = loader.construct_object(node)
-        return self.expand(value, loc) if isinstance(value, str) else value
-
-    def expand(self, text: str, loc: Loc) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            if name in self.env:
-                return self.env[name]
-            if default is not None:
-                return default
-            self.issue(loc, f"environment variable {name} is not set (use ${{{name}:-default}})")
-            return ""
-
-        return _VAR.sub(substitute, text)
-
-
-def format_loc(loc: Loc) -> str:
-    """``('secrets', 2, 'from', 'provider')`` -> ``secrets[2].from.provider``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, _Reader]:
-    reader = _Reader(str(path), env)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [ConfigIssue(str(path), "", f"can't read config: {exc.strerror}")]
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigIssue(str(path), "", "config is not UTF-8 text")]) from exc
-    loader = _LOADER(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ConfigError([ConfigIssue(str(path), "", "config is empty")])
-        data = reader.read(node, (), loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigIssue(str(path), "", f"invalid YAML: {problem}", line)]) from exc
-    finally:
-        loader.dispose()
-    return data, reader
-
-
-# --------------------------------------------------------------------------- extends
-
-MAX_EXTENDS = 10
-
-
-def _load_tree(path: Path, env: dict[str, str], chain: tuple[Path, ...]) -> tuple[Any, _Reader]:
-    """Read ``path``; when it says ``extends: base.yaml``, merge it over that base.
-
-    Mappings merge key by key, ``secrets`` merge by ``name`` (an overlay entry refines the
-    base entry of the same name, new names are appended), any other value is replaced.
-    Errors keep pointing at the file and line where each value was written.
-    """
-    data, reader = _read_yaml(path, env)
-    if reader.issues:
-        raise ConfigError(reader.issues)
-    if not isinstance(data, dict) or "extends" not in data:
-        return data, reader
-    parent_name = data.pop("extends")
-    if not isinstance(parent_name, str) or not parent_name:
-        reader.issue(("extends",), "must be the path of a base config file")
-        raise ConfigError(reader.issues)
-    parent = (path.parent / parent_name).resolve()
-    if parent in (*chain, path.resolve()) or len(chain) >= MAX_EXTENDS:
-        reader.issue(
-            ("extends",), f"{parent} extends itself (loop: {' -> '.join(map(str, chain))})"
-        )
-        raise ConfigError(reader.issues)
-    base, base_reader = _load_tree(parent, env, (*chain, path.resolve()))
-    merged = _Reader(str(path), env)
-    merged.lines[()] = (str(path), 1)
-    result = _merge(
-        base, data, base_lines=base_reader.lines, over_lines=reader.lines, loc=(), into=merged
-    )
-    return result, merged
-
-
-def _moved(lines: dict[Loc, tuple[str, int]], old: Loc, new: Loc, into: _Reader) -> None:
-    """Copy the line of ``old`` and everything under it to ``new``."""
-    size = len(old)
-    for loc, where in lines.items():
-        if loc[:size] == old:
-            into.lines[new + loc[size:]] = where
-
-
-def _merge(
-    base: Any,
-    over: Any,
-    *,
-    base_lines: dict[Loc, tuple[str, int]],
-    over_lines: dict[Loc, tuple[str, int]],
-    loc: Loc,
-    into: _Reader,
-) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        into.lines[loc] = over_lines.get(loc, base_lines.get(loc, (into.filename, 1)))
-        result: dict[str, Any] = {}
-        for key in base.keys() | over.keys():
-            sub = (*loc, key)
-            if key in base and key in over:
-                result[key] = _merge(
-                    base[key],
-                    over[key],
-                    base_lines=base_lines,
-                    over_lines=over_lines,
-                    loc=sub,
-                    into=into,
-                )
-            elif key in base:
-                result[key] = base[key]
-                _moved(base_lines, sub, sub, into)
-            else:
-                result[key] = over[key]
-                _moved(over_lines, sub, sub, into)
-        return {k: result[k] for k in [*base, *(k for k in over if k not in base)]}
-    if loc == ("secrets",) and isinstance(base, list) and isinstance(over, list):
-        return _merge_secrets(base, over, base_lines=base_lines, over_lines=over_lines, into=into)
-    _moved(over_lines, loc, loc, into)
-    return over
-
-
-def _merge_secrets(
-    base: list[Any],
-    over: list[Any],
-    *,
-    base_lines: dict[Loc, tuple[str, int]],
-    over_lines: dict[Loc, tuple[str, int]],
-    into: _Reader,
-) -> list[Any]:
-    into.lines[("secrets",)] = over_lines.get(("secrets",), (into.filename, 1))
-    names = [s.get("name") if isinstance(s, dict) else None for s in base]
-    result = list(base)
-    for index in range(len(base)):
-        _moved(base_lines, ("secrets", index), ("secrets", index), into)
-    for index, item in enumerate(over):
-        name = item.get("name") if isinstance(item, dict) else None
-        if name is not None and name in names:
-            at = names.index(name)
-            refined = _merge(
-                base[at],
-                item,
-                base_lines=base_lines,
-                over_lines=_shifted(over_lines, index, at),
-                loc=("secrets", at),
-                into=into,
-            )
-            result[at] = refined
-        else:
-            _moved(over_lines, ("secrets", index), ("secrets", len(result)), into)
-            result.append(item)
-    return result
-
-
-def _shifted(lines: dict[Loc, tuple[str, int]], old: int, new: int) -> dict[Loc, tuple[str, int]]:
-    """``lines`` with ``secrets[old]`` renumbered as ``secrets[new]``."""
-    prefix = ("secrets", old)
-    return {("secrets", new, *loc[2:]) if loc[:2] == prefix else loc: w for loc, w in lines.items()}
-
-
 # --------------------------------------------------------------------------- validation
 
 
-def _add_validation_issues(reader: _Reader, exc: ValidationError, prefix: Loc = ()) -> None:
+def _add_validation_issues(reader: Reader, exc: ValidationError, prefix: Loc = ()) -> None:
     for err in exc.errors(include_url=False):
         loc = (*prefix, *err["loc"])
         message = err["msg"].removeprefix("Value error, ")
@@ -522,7 +329,7 @@ def _add_validation_issues(reader: _Reader, exc: ValidationError, prefix: Loc = 
 def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Config:
     """Load and fully validate a config file, or raise ``ConfigError`` listing every problem."""
     path = Path(path).absolute()
-    data, reader = _load_tree(path, dict(os.environ) if env is None else env, ())
+    data, reader, files = load_tree(path, dict(os.environ) if env is None else env)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(str(path), "", "config must be a mapping at the top level")])
     try:
@@ -545,17 +352,23 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
         defaults=loose.defaults,
         daemon=loose.daemon,
         prune=loose.prune,
+        instance=loose.instance,
         raw=data,
+        files=files,
     )
 
 
 def _plugin_block(
-    reader: _Reader, block: _LooseBlock, loc: Loc, kind: str
+    reader: Reader, block: _LooseBlock, loc: Loc, kind: str
 ) -> tuple[type[Any], Any] | None:
     try:
         cls = provider_class(block.type) if kind == "provider" else target_class(block.type)
     except PluginError as exc:
         reader.issue((*loc, "type"), str(exc))
+        return None
+    missing = cls.unavailable()
+    if missing is not None:
+        reader.issue((*loc, "type"), missing)
         return None
     try:
         return cls, cls.config_model.model_validate(block.model_dump())
@@ -565,7 +378,7 @@ def _plugin_block(
 
 
 def _validate_providers(
-    reader: _Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
+    reader: Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
 ) -> dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]]:
     result = {}
     for name, block in loose.providers.items():
@@ -576,13 +389,13 @@ def _validate_providers(
 
 
 def _validate_target(
-    reader: _Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
+    reader: Reader, loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock]
 ) -> tuple[type[Target[Any]], TargetConfig] | None:
     return _plugin_block(reader, loose.target, ("target",), "target")
 
 
 def _validate_secrets(
-    reader: _Reader,
+    reader: Reader,
     loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock],
     providers: dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]],
     target: tuple[type[Target[Any]], TargetConfig] | None,
@@ -630,13 +443,20 @@ def _validate_secrets(
                     refresh=spec.refresh if spec.refresh is not None else defaults.refresh,
                     keep=spec.keep if spec.keep is not None else defaults.keep,
                     timeout=spec.timeout if spec.timeout is not None else defaults.timeout,
+                    max_shrink=(
+                        spec.max_shrink if spec.max_shrink is not None else defaults.max_shrink
+                    ),
                 )
             )
+    if target is not None:
+        placed = [(seen[s.name], s.spec) for s in secrets]
+        for index, problem in target[0].validate_set([spec for _, spec in placed], target[1]):
+            reader.issue(("secrets", placed[index][0]), problem)
     return secrets
 
 
 def _resolve_ref(
-    reader: _Reader,
+    reader: Reader,
     raw: _LooseRef,
     loc: Loc,
     loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock],

@@ -7,9 +7,11 @@ keeps the engine's swaps one at a time. ``coalesce`` folds missed runs into one,
 ``misfire_grace_time=None`` runs a late job instead of dropping it.
 
 A failed secret is retried on its own schedule, exponential from ``backoff_min`` to
-``backoff_max`` with jitter, separate from the refresh interval. SIGTERM lets the running
-cycle finish; SIGHUP or a changed config file reloads, validating the new config first and
-keeping the old one on error.
+``backoff_max`` with jitter, separate from the refresh interval. With ``prune: true`` the
+group with the shortest refresh also prunes, over the whole config, exactly as ``--once``
+does. SIGTERM lets the running cycle finish; SIGHUP or a change of the config file (or of a
+base it ``extends``) reloads: the new config is validated and its engine fully built first,
+and on any error the running one stays, the failure is counted and ``/readyz`` says so.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Health:
     failing_since: dict[str, float] = field(default_factory=dict)
     config_loaded: bool = False
     running_since: float | None = None
+    #: why the last reload was refused (the previous config keeps running)
+    reload_failed: str | None = None
 
     def stalled(self, *, now: float, margin: float, jitter: float) -> str | None:
         """Why the loop is stalled, or None: a group is overdue by more than ``margin``."""
@@ -69,6 +73,8 @@ class Health:
         """Why the daemon isn't ready, or None."""
         if not self.config_loaded:
             return "no valid config loaded"
+        if self.reload_failed:
+            return f"config reload failed, running the previous config: {self.reload_failed}"
         old = {n: t for n, t in self.failing_since.items() if now - t > grace}
         if old:
             return f"failing for over {grace:.0f}s: {', '.join(sorted(old))}"
@@ -92,11 +98,14 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self._failures: dict[str, int] = defaultdict(int)
-        self._config_stat: tuple[int, int] | None = None
-        self.elector: LeaderElector | None = None
+        self._config_stat: tuple[tuple[str, int, int], ...] = ()
+        #: secret names each refresh group reported last, so metric series of secrets that
+        #: left the config (or a for_each listing) are dropped
+        self._group_names: dict[float, set[str]] = {}
+        self._series: set[str] = set()
         self.config = self._load_initial()
         self._listen = listen if listen is not None else self.config.daemon.listen
-        self.engine = self._new_engine(self.config)
+        self.engine, self.elector = self._new_engine(self.config)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -107,26 +116,40 @@ class Daemon:
 
     def _load_initial(self) -> Config:
         config = load_config(self.config_path)  # a bad config at start is fatal (exit 1)
-        self._config_stat = self._stat()
+        self._config_stat = self._stat(config)
         self.health.config_loaded = True
         self.metrics.config_loaded.set(1)
         return config
 
-    def _new_engine(self, config: Config) -> Engine:
+    def _new_engine(self, config: Config) -> tuple[Engine, LeaderElector | None]:
+        """An engine fully built for ``config`` (raises ``SyncdError``); nothing of the
+        running one is touched, so a failure leaves it running."""
         engine = Engine(config)
-        engine.calls.add_listener(self.metrics.count_call)
-        self.elector = engine.target.leader_elector(
-            identity=_identity(), on_change=lambda leader: self.metrics.leader.set(int(leader))
-        )
-        self.metrics.leader.set(0 if self.elector else 1)
-        return engine
-
-    def _stat(self) -> tuple[int, int] | None:
         try:
-            st = self.config_path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+            engine.build()
+            elector = engine.target.leader_elector(
+                identity=_identity(), on_change=lambda leader: self.metrics.leader.set(int(leader))
+            )
+        except Exception:
+            engine.close()
+            raise
+        if elector is not None:
+            engine.target.write_guard = elector.check
+        engine.calls.add_listener(self.metrics.count_call)
+        return engine, elector
+
+    def _stat(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
+        """Size and mtime of the config and every base it extends (a base edit reloads too)."""
+        files = (config or self.config).files or (self.config_path,)
+        stats = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                stats.append((str(path), -1, -1))
+                continue
+            stats.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(stats)
 
     def groups(self) -> dict[float, list[str]]:
         """Secret names by refresh interval."""
@@ -142,22 +165,26 @@ class Daemon:
                 job.remove()
         now = datetime.now().astimezone()
         self.health.intervals = {}
-        for interval, names in sorted(self.groups().items()):
+        self._group_names = {}
+        groups = sorted(self.groups().items())
+        for interval, names in groups:
             self.health.intervals[interval] = self.clock()
             self.scheduler.add_job(
                 self.run_group,
-                IntervalTrigger(
-                    seconds=max(interval, 1.0), jitter=interval * self.config.daemon.jitter
-                ),
+                IntervalTrigger(seconds=interval, jitter=interval * self.config.daemon.jitter),
                 args=[interval, names],
+                kwargs={"prune": interval == groups[0][0]},
                 id=f"group:{interval:g}",
                 next_run_time=now,
             )
 
     # ------------------------------------------------------------------ jobs
 
-    def run_group(self, interval: float | None, names: list[str]) -> None:
-        """One cycle over ``names``; failures get their own backoff retry."""
+    def run_group(self, interval: float | None, names: list[str], *, prune: bool = False) -> None:
+        """One cycle over ``names``; failures get their own backoff retry.
+
+        ``prune`` (the shortest-refresh group) also deletes what left the whole config.
+        """
         start = self.clock()
         if self.elector is not None and not self.elector.is_leader:
             log.debug("not the leader: skipping %s", ", ".join(names))
@@ -166,13 +193,14 @@ class Daemon:
             return
         self.health.running_since = start
         try:
-            result = self.engine.run_cycle(names=names)
+            result = self.engine.run_cycle(names=names, prune=prune)
         finally:
             self.health.running_since = None
         end = self.clock()
+        self.metrics.observe_cycle(result, seconds=end - start, now=time.time())
         if interval is not None:
             self.health.intervals[interval] = end
-        self.metrics.observe_cycle(result, seconds=end - start, now=time.time())
+            self._forget_series(interval, {i.name for i in result.items})
         failed = []
         for item in result.items:
             if item.error:
@@ -186,6 +214,20 @@ class Daemon:
                 self._failures.pop(item.name, None)
         for name in failed:
             self._schedule_retry(name)
+
+    def _forget_series(self, interval: float, reported: set[str]) -> None:
+        """Drop the metric series of secrets no group reports any more, once every group of
+        the current config has reported (a removed secret must not look stale forever)."""
+        self._group_names[interval] = reported
+        if set(self._group_names) != set(self.health.intervals):
+            return
+        alive = set().union(*self._group_names.values())
+        gone = self._series - alive
+        if gone:
+            self.metrics.forget(gone)
+            for name in gone:
+                self.health.failing_since.pop(name, None)
+        self._series = alive
 
     def backoff(self, name: str) -> float:
         """Exponential, capped, jittered delay for the next retry of ``name``."""
@@ -215,29 +257,44 @@ class Daemon:
             self.reload()
 
     def reload(self) -> bool:
-        """Validate the new config; switch to it, or keep the old one and say why."""
+        """Validate the new config and build its engine; switch to it only when both work.
+
+        On any failure the running config and engine stay, the failure is counted
+        (``syncd_config_reloads_total{result="error"}``) and ``/readyz`` reports it until a
+        reload succeeds.
+        """
         self._config_stat = self._stat()
         try:
             config = load_config(self.config_path)
+            self._config_stat = self._stat(config)
+            engine, elector = self._new_engine(config)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("config reload refused, keeping the running config: %s", issue)
-            self.metrics.config_reloads.labels("error").inc()
-            return False
+            return self._reload_failed(str(exc.issues[0]) if exc.issues else "invalid config")
+        except SyncdError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return self._reload_failed(str(exc))
         old, old_elector = self.engine, self.elector
         if old_elector is not None:
             old_elector.stop()
-        self.config = config
-        self.engine = self._new_engine(config)
-        if self.elector is not None:
-            self.elector.start()
+        self.config, self.engine, self.elector = config, engine, elector
+        if elector is not None:
+            elector.start()
         old.close()
+        self.metrics.leader.set(0 if elector else 1)
+        self.health.reload_failed = None
         self.health.failing_since.clear()
         self._failures.clear()
         self.schedule()
         self.metrics.config_reloads.labels("ok").inc()
         log.info("config reloaded: %d secrets", len(config.secrets))
         return True
+
+    def _reload_failed(self, reason: str) -> bool:
+        self.health.reload_failed = reason
+        self.metrics.config_reloads.labels("error").inc()
+        return False
 
     # ------------------------------------------------------------------ HTTP
 
@@ -282,6 +339,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; the running cycle always completes first."""
         self.start_http()
+        self.metrics.leader.set(0 if self.elector else 1)
         if self.elector is not None:
             self.elector.start()
         self.schedule()
@@ -322,6 +380,9 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
 
 
+_TEXT = "text/plain; charset=utf-8"
+
+
 def _identity() -> str:
     """Who holds the lease: the pod name in Kubernetes, else host and pid."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -329,31 +390,50 @@ def _identity() -> str:
 
 def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        """GET-only: anything else is 405; nothing here can change state."""
+        """GET and HEAD only: any other method is 405; nothing here can change state."""
 
         server_version = "syncd"
 
         def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
-            elif self.path in ("/healthz", "/readyz"):
-                problem = daemon.healthz() if self.path == "/healthz" else daemon.readyz()
-                body = f"{problem}\n" if problem else "ok\n"
-                self._send(503 if problem else 200, body.encode(), "text/plain; charset=utf-8")
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def _answer(self, *, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                data = generate_latest(daemon.metrics.registry)
+                self._send(200, data, CONTENT_TYPE_LATEST, body=body)
+            elif path in ("/healthz", "/readyz"):
+                problem = daemon.healthz() if path == "/healthz" else daemon.readyz()
+                text = f"{problem}\n" if problem else "ok\n"
+                self._send(503 if problem else 200, text.encode(), _TEXT, body=body)
             else:
-                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                self._send(404, b"not found\n", _TEXT, body=body)
 
-        def do_POST(self) -> None:
-            self._send(405, b"read-only\n", "text/plain; charset=utf-8")
+        def _refuse(self) -> None:
+            self._send(405, b"read-only: GET or HEAD\n", _TEXT, allow="GET, HEAD")
 
-        do_PUT = do_DELETE = do_PATCH = do_POST
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(
+            self,
+            code: int,
+            data: bytes,
+            content_type: str,
+            *,
+            body: bool = True,
+            allow: str | None = None,
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", allow)
             self.end_headers()
-            self.wfile.write(body)
+            if body:
+                self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
             logging.getLogger("syncd.http").debug(format, *args)

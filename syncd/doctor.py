@@ -19,13 +19,16 @@ def diagnose(config: Config) -> list[Finding]:
     engine = Engine(config)
     try:
         target = engine.target
-        secrets, failed, complete = engine.expand(config.secrets)
+        versions = target.list_versions([s.name for s in config.secrets])
+        expansion = engine.expand(config.secrets, versions)
+        secrets = expansion.secrets
         names = [s.name for s in secrets]
-        versions = target.list_versions(names)
         findings = list(target.diagnose())
-        findings += [Finding(f"secret/{i.name}", i.error or "", "fix its source") for i in failed]
-        if complete:
-            findings += _orphans(versions, set(names))
+        findings += [
+            Finding(f"secret/{i.name}", i.error or "", "fix its source") for i in expansion.errors
+        ]
+        if expansion.complete:
+            findings += _orphans(versions, set(names) | {i.name for i in expansion.errors})
         if target.has_consumers:
             findings += _consumers(engine, secrets, versions)
         return findings
@@ -65,9 +68,26 @@ def _consumers(
                 )
             )
             continue
+        findings.extend(
+            Finding(
+                consumer.label,
+                f"is named in the consumers of {secret.name} but doesn't exist",
+                "deploy it (syncd repoints it on the next cycle), or fix 'consumers'",
+            )
+            for consumer in result
+            if consumer.missing
+        )
         current = max(mine, key=lambda v: v.version).object_name
-        users = [c for c in result if c.refs.get(secret.name)]
+        users = [c for c in result if c.refs.get(secret.name) and not c.missing]
         for consumer in users:
+            if consumer.unconverged:
+                findings.append(
+                    Finding(
+                        consumer.label,
+                        f"has not converged: {consumer.unconverged}",
+                        "look at its rollout (kubectl rollout status / docker service ps)",
+                    )
+                )
             old = sorted(consumer.refs[secret.name] - {current})
             if old:
                 findings.append(

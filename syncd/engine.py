@@ -2,7 +2,8 @@
 
 One cycle, as data flows::
 
-    providers: what changed? (versions, batched) -> fetch only what changed (batched)
+    target: which versions exist (one listing) -> expand for_each/data_from listings
+    -> providers: what changed? (versions, batched) -> fetch only what changed (batched)
     -> render bundle -> keyed fingerprint -> compare with the current version's labels
     -> no change: nothing written
     -> change: create version N+1 -> repoint consumers -> wait converged -> collect old versions
@@ -10,11 +11,15 @@ One cycle, as data flows::
 Every step is per secret: an error is recorded on that secret's ``PlanItem`` and the others go
 on. Every step is idempotent, and each cycle also repairs what an interrupted one left: a
 consumer still on an old version is repointed, and versions beyond ``keep`` are collected.
+
+Names and keys a source supplies (``for_each`` keys, ``data_from`` keys) are input like the
+config: each passes the target's config-time rules again at run time, and a bad one fails
+only its own secret. A listing that comes back empty, or far smaller than what exists, is an
+error for that source, never a reason to prune.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -24,15 +29,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
-from syncd.config import Config, Secret, SecretSpec, style_key
+from syncd.config import Config, Secret, SecretSpec
 from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
-from syncd.model import Consumer, Fetched, NewVersion, PlanItem, VersionInfo
+from syncd.model import Consumer, ErrorKind, Fetched, NewVersion, PlanItem, VersionInfo
 from syncd.redact import REDACTOR, Redactor
+from syncd.render import (
+    FOR_EACH,
+    render,
+    render_settings,
+    source_keys,
+    source_parts,
+    source_reference,
+)
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
 
 log = logging.getLogger("syncd.engine")
@@ -73,6 +84,8 @@ class CycleResult:
                     "consumers": i.consumers,
                     "deleted": i.deleted,
                     "error": i.error,
+                    "error_kind": i.error_kind,
+                    "notes": i.notes,
                 }
                 for i in self.items
             ],
@@ -88,6 +101,11 @@ class CycleResult:
         }
 
 
+def failed_item(name: str, message: str, kind: ErrorKind) -> PlanItem:
+    """An error item that never carries a value (the message is redacted)."""
+    return PlanItem(name, "error", error=REDACTOR.redact(message), error_kind=kind)
+
+
 @dataclass
 class _Work:
     """Per-secret scratch state during one cycle."""
@@ -95,19 +113,36 @@ class _Work:
     secret: Secret
     item: PlanItem
     versions: list[VersionInfo]
+    #: the ``for_each`` secret this one was generated from
+    template: str | None = None
     tokens: dict[str, str | None] = field(default_factory=dict)
     values: dict[str, Fetched] = field(default_factory=dict, repr=False)
     new: NewVersion | None = None
     current: VersionInfo | None = None
     consumers: list[Consumer] = field(default_factory=list)
+    #: a newer source reference for the unchanged current version (a sibling key moved)
+    resourced: str | None = None
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, kind: ErrorKind) -> None:
         if self.item.error is None:
             self.item.error = REDACTOR.redact(message)
+            self.item.error_kind = kind
             self.item.action = "error"
             # report the version still served, not the one that failed to land
             self.item.version = self.current.version if self.current else None
             self.item.changed_keys = []
+
+
+@dataclass
+class Expansion:
+    """``for_each`` templates replaced by one secret per source key."""
+
+    secrets: list[Secret]
+    errors: list[PlanItem]
+    #: every template listed cleanly: pruning needs the full picture
+    complete: bool
+    #: generated secret name -> the template it came from
+    templates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,15 +171,41 @@ class Engine:
         # generated (for_each) secrets join this mapping each cycle, so the target can place
         # them like the template (namespace, type, strategy)
         self._specs: dict[str, SecretSpec[Any]] = {s.name: s.spec for s in config.secrets}
-        context = TargetContext(base_dir=config.base_dir, calls=self.calls, secrets=self._specs)
+        context = TargetContext(
+            base_dir=config.base_dir,
+            calls=self.calls,
+            secrets=self._specs,
+            instance=config.instance,
+        )
         self.target: Target[Any] = target_cls(target_config, context=context)
         self._key: bytes | None = None
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
-        # version id moved (a touched file, a re-put value) is not fetched again
+        # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
         self._backoff: dict[str, _Backoff] = {}
 
     # ------------------------------------------------------------------ lifecycle
+
+    def build(self) -> None:
+        """Create every provider and prepare the target now, raising what can't work.
+
+        A daemon reload calls this before it replaces the running engine, so a config that
+        validates but can't run (a kubeconfig typo, a missing SDK) never replaces one that
+        does. Writes nothing.
+        """
+        problems = [
+            str(provider)
+            for provider in (self.provider(name) for name in self.config.providers)
+            if isinstance(provider, ProviderError)
+        ]
+        try:
+            self.target.prepare()
+        except SyncdError as exc:
+            problems.append(f"target: {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported, the running config stays
+            problems.append(f"target: {_describe(exc)}")
+        if problems:
+            raise SyncdError("; ".join(problems))
 
     def close(self) -> None:
         """Close every provider and the target."""
@@ -171,14 +232,27 @@ class Engine:
     # ------------------------------------------------------------------ the cycle
 
     def run_cycle(
-        self, *, dry_run: bool = False, names: Iterable[str] | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        names: Iterable[str] | None = None,
+        prune: bool | None = None,
     ) -> CycleResult:
-        """Plan and (unless ``dry_run``) apply one reconcile pass."""
+        """Plan and (unless ``dry_run``) apply one reconcile pass.
+
+        ``prune`` (default: when no ``names`` limit the pass) also deletes managed secrets
+        that left the config, when the config says ``prune: true``; it lists every
+        ``for_each`` source of the config for that, not only the ones of ``names``.
+        """
         wanted = set(names) if names is not None else None
         secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        prune = (wanted is None if prune is None else prune) and self.config.prune
         before = self.calls.total(TARGET_COUNTER)
         try:
-            items = self._cycle(secrets, dry_run=dry_run, prune=wanted is None)
+            if dry_run:
+                items = self._cycle(secrets, dry_run=True, prune=prune)
+            else:
+                items = self._locked_cycle(secrets, prune=prune)
         finally:
             self.redactor.clear()
         return CycleResult(
@@ -187,6 +261,16 @@ class Engine:
             target_writes=self.calls.total(TARGET_COUNTER) - before,
             dry_run=dry_run,
         )
+
+    def _locked_cycle(self, secrets: Sequence[Secret], *, prune: bool) -> list[PlanItem]:
+        """A writing cycle: hold the target, repair leftovers, then plan and apply."""
+        try:
+            with self.target.exclusive():
+                self.target.repair()
+                return self._cycle(secrets, dry_run=False, prune=prune)
+        except TargetError as exc:  # the lock or the repair: nothing was written
+            message = f"target unavailable: {exc}"
+            return [failed_item(s.name, message, "target") for s in secrets]
 
     def import_existing(
         self, *, names: Iterable[str] | None = None, trust: bool = False
@@ -201,25 +285,23 @@ class Engine:
         wanted = set(names) if names is not None else None
         chosen = [s for s in self.config.secrets if wanted is None or s.name in wanted]
         try:
-            secrets, failed, _ = self.expand(chosen)
-            existing = self._existing(secrets)
+            existing = self._existing(chosen)
             if isinstance(existing, list):
-                return failed + existing
+                return existing
+            expansion = self.expand(chosen, existing)
             works = [
-                _Work(s, PlanItem(s.name, "unchanged"), [])
-                for s in secrets
-                if not existing.get(s.name)
+                self._work(s, [], expansion) for s in expansion.secrets if not existing.get(s.name)
             ]
             done = [
                 PlanItem(s.name, "unchanged", version=max(v.version for v in existing[s.name]))
-                for s in secrets
+                for s in expansion.secrets
                 if existing.get(s.name)
             ]
             key = self._hmac_key(dry_run=False)
             if key is None:
                 for work in works:
-                    work.fail("fingerprint key unavailable from the target")
-                return failed + done + [w.item for w in works]
+                    work.fail("fingerprint key unavailable from the target", "target")
+                return expansion.errors + done + [w.item for w in works]
             self._plan_values(works, key)
             self._store_key(key, works)
             for work in works:
@@ -228,7 +310,7 @@ class Engine:
                 try:
                     adopted = self.target.import_existing(work.new, trust=trust)
                 except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
-                    work.fail(f"can't import: {_describe(exc)}")
+                    work.fail(f"can't import: {_describe(exc)}", "target")
                     continue
                 if adopted is None:
                     work.item.action, work.item.version, work.item.changed_keys = (
@@ -238,17 +320,29 @@ class Engine:
                     )
                 else:
                     work.item.action, work.item.version = "import", adopted.version
-            return failed + done + [w.item for w in works]
+            return expansion.errors + done + [w.item for w in works]
         finally:
             self.redactor.clear()
 
     def _existing(self, secrets: Sequence[Secret]) -> dict[str, list[VersionInfo]] | list[PlanItem]:
-        """The target's versions, or (target unreachable) an error item for every secret."""
+        """This installation's versions, or (target unreachable) an error item per secret."""
         try:
-            return self.target.list_versions([s.name for s in secrets])
+            found = self.target.list_versions([s.name for s in secrets])
         except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
-            message = self.redactor.redact(f"target unavailable: {_describe(exc)}")
-            return [PlanItem(s.name, "error", error=message) for s in secrets]
+            message = f"target unavailable: {_describe(exc)}"
+            return [failed_item(s.name, message, "target") for s in secrets]
+        return {name: sorted(versions, key=_ver) for name, versions in found.items()}
+
+    def _work(self, secret: Secret, versions: list[VersionInfo], expansion: Expansion) -> _Work:
+        work = _Work(
+            secret,
+            PlanItem(secret.name, "unchanged"),
+            list(versions),
+            template=expansion.templates.get(secret.name),
+        )
+        work.current = work.versions[-1] if work.versions else None
+        work.item.version = work.current.version if work.current else None
+        return work
 
     def _plan_values(self, works: Sequence[_Work], key: bytes) -> None:
         """Sources to fingerprints: list keys, ask versions, fetch what moved, render."""
@@ -257,38 +351,91 @@ class Engine:
         self._fetch_changed(works)
         self._render(works, key)
 
-    def expand(self, secrets: Sequence[Secret]) -> tuple[list[Secret], list[PlanItem], bool]:
+    # ------------------------------------------------------------------ expansion
+
+    def expand(
+        self,
+        secrets: Sequence[Secret],
+        existing: Mapping[str, list[VersionInfo]] | None = None,
+    ) -> Expansion:
         """``for_each`` templates replaced by one secret per source key.
 
-        Returns the secrets, error items for templates that could not be expanded or names
-        that clash, and whether every template expanded (pruning needs the full picture:
-        a listing that failed must never look like secrets removed upstream).
+        Each generated secret passes the target's rules for names (and the set's rules for
+        collisions); one that doesn't fails alone, naming the source and key. With
+        ``existing``, a listing that lost more than ``max_shrink`` of the secrets it made
+        before (or came back empty) fails its template: nothing of it is synced or pruned.
         """
         result: list[Secret] = []
         errors: list[PlanItem] = []
+        templates: dict[str, str] = {}
         static = {s.name for s in secrets if s.spec.for_each is None}
         seen: set[str] = set()
+        complete = True
         for secret in secrets:
             if secret.spec.for_each is None or secret.source is None:
                 result.append(secret)
                 continue
             listed = self._list_keys(secret.source)
             if isinstance(listed, ProviderError):
-                errors.append(
-                    PlanItem(secret.name, "error", error=self.redactor.redact(str(listed)))
-                )
+                errors.append(failed_item(secret.name, str(listed), "provider"))
+                complete = False
                 continue
-            for key, ref in sorted(listed.items()):
-                name = secret.spec.named(key)
+            generated = {secret.spec.named(key): (key, ref) for key, ref in sorted(listed.items())}
+            shrunk = self._shrink_problem(secret, set(generated), existing)
+            if shrunk is not None:
+                errors.append(failed_item(secret.name, shrunk, "input"))
+                complete = False
+                continue
+            made: list[Secret] = []
+            for name, (key, ref) in generated.items():
+                where = f"{secret.name}: key {key!r} from {secret.source.describe()}"
                 if name in static or name in seen:
-                    message = f"{secret.name}: key {key!r} makes {name!r}, which already exists"
-                    errors.append(PlanItem(name, "error", error=message))
+                    errors.append(
+                        failed_item(name, f"{where} makes {name!r}, which already exists", "input")
+                    )
+                    complete = False
                     continue
                 seen.add(name)
                 spec = secret.spec.model_copy(update={"name": name, "for_each": None, "from_": ref})
-                self._specs[name] = spec
-                result.append(replace(secret, spec=spec, refs={name: ref}, source=None))
-        return result, errors, not errors
+                problems = type(self.target).validate_spec(spec, self.target.config)
+                if problems:
+                    errors.append(failed_item(name, f"{where}: {'; '.join(problems)}", "input"))
+                    continue
+                made.append(replace(secret, spec=spec, refs={name: ref}, source=None))
+                templates[name] = secret.name
+            for index, problem in type(self.target).validate_set(
+                [s.spec for s in made], self.target.config
+            ):
+                errors.append(failed_item(made[index].name, problem, "input"))
+            bad = {e.name for e in errors}
+            for generated_secret in made:
+                if generated_secret.name not in bad:
+                    self._specs[generated_secret.name] = generated_secret.spec
+                    result.append(generated_secret)
+        return Expansion(result, errors, complete, templates)
+
+    def _shrink_problem(
+        self,
+        secret: Secret,
+        names: set[str],
+        existing: Mapping[str, list[VersionInfo]] | None,
+    ) -> str | None:
+        """Why a ``for_each`` listing can't be trusted: empty, or lost too much at once."""
+        assert secret.source is not None
+        where = f"{secret.source.describe()} (for_each of {secret.name!r})"
+        if not names and secret.max_shrink < 1:
+            return (
+                f"{where} lists no keys; nothing is pruned. If the source really is empty, "
+                "set max_shrink: 1 on the secret"
+            )
+        if existing is None:
+            return None
+        before = {
+            name
+            for name, versions in existing.items()
+            if versions and source_parts(versions[-1].source).get(FOR_EACH) == secret.name
+        }
+        return _lost_too_much(where, before, names, secret.max_shrink)
 
     def _list_keys(self, source: Ref) -> Mapping[str, Ref] | ProviderError:
         provider = self.provider(source.provider)
@@ -299,30 +446,55 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - this source fails, others go on
             return ProviderError(source.provider, source.describe(), _describe(exc))
 
+    def _expand_sources(self, works: Sequence[_Work]) -> None:
+        """Fill ``data_from`` bundles with every key their source holds right now.
+
+        The keys pass the target's rules as if written under ``data:``; a listing that lost
+        more than ``max_shrink`` of the current version's keys fails the secret.
+        """
+        for work in works:
+            source = work.secret.source
+            if source is None:
+                continue
+            listed = self._list_keys(source)
+            where = f"{source.describe()} (data_from of {work.secret.name!r})"
+            if isinstance(listed, ProviderError):
+                work.fail(str(listed), "provider")
+                continue
+            if not listed:
+                work.fail(f"{where}: the source holds no keys", "input")
+                continue
+            before = source_keys(work.current.source) if work.current else set()
+            shrunk = _lost_too_much(where, before, set(listed), work.secret.max_shrink)
+            if shrunk is not None:
+                work.fail(shrunk, "input")
+                continue
+            spec = work.secret.spec.model_copy(update={"data": dict(listed), "data_from": None})
+            problems = type(self.target).validate_spec(spec, self.target.config)
+            if problems:
+                work.fail(f"{where}: {'; '.join(problems)}", "input")
+                continue
+            work.secret = replace(work.secret, refs=dict(listed))
+
+    # ------------------------------------------------------------------ one cycle
+
     def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
-        secrets, failed, complete = self.expand(secrets)
-        prune = prune and complete
         existing = self._existing(secrets)
         if isinstance(existing, list):
-            return failed + existing
-        works = [
-            _Work(s, PlanItem(s.name, "unchanged"), sorted(existing.get(s.name, []), key=_ver))
-            for s in secrets
-        ]
-        for work in works:
-            work.current = work.versions[-1] if work.versions else None
-            work.item.version = work.current.version if work.current else None
+            return existing
+        expansion = self.expand(secrets, existing)
+        works = [self._work(s, existing.get(s.name, []), expansion) for s in expansion.secrets]
         key = self._hmac_key(dry_run=dry_run)
         if key is None:
             for work in works:
-                work.fail("fingerprint key unavailable from the target")
-            return [w.item for w in works]
+                work.fail("fingerprint key unavailable from the target", "target")
+            return expansion.errors + [w.item for w in works]
 
         self._plan_values(works, key)
         self._plan_consumers(works)
-        orphans = self._orphans(existing, secrets) if prune and self.config.prune else {}
+        orphans = self._orphans(existing, secrets, expansion) if prune else {}
         items = (
-            failed
+            expansion.errors
             + [w.item for w in works]
             + [
                 PlanItem(name, "delete", version=v[-1].version)
@@ -332,6 +504,7 @@ class Engine:
         if dry_run:
             return items
         self._store_key(key, works)
+        self._record_sources(works)
         self._create(works)
         converged, moved = self._repoint_and_wait(works)
         self._collect(works, converged, moved)
@@ -370,22 +543,8 @@ class Engine:
         except Exception as exc:  # noqa: BLE001
             for work in works:
                 if work.new is not None:
-                    work.fail(f"can't store the fingerprint key: {_describe(exc)}")
+                    work.fail(f"can't store the fingerprint key: {_describe(exc)}", "target")
                     work.new = None
-
-    def _expand_sources(self, works: Sequence[_Work]) -> None:
-        """Fill ``data_from`` bundles with every key their source holds right now."""
-        for work in works:
-            source = work.secret.source
-            if source is None:
-                continue
-            listed = self._list_keys(source)
-            if isinstance(listed, ProviderError):
-                work.fail(str(listed))
-            elif not listed:
-                work.fail(f"provider {source.provider!r}, {source.describe()}: holds no keys")
-            else:
-                work.secret = replace(work.secret, refs=dict(listed))
 
     def _by_provider(self, works: Iterable[_Work]) -> dict[str, list[tuple[_Work, str, Ref]]]:
         grouped: dict[str, list[tuple[_Work, str, Ref]]] = defaultdict(list)
@@ -417,14 +576,22 @@ class Engine:
             for work, key, ref in entries:
                 result = results.get(ref)
                 if isinstance(result, ProviderError):
-                    work.fail(str(result))
+                    work.fail(str(result), "provider")
                 else:
                     work.tokens[key] = result
+
+    def _settings(self, work: _Work) -> dict[str, str]:
+        return render_settings(work.secret, self.target.stored_settings(work.secret.spec))
+
+    def _source(self, work: _Work, tokens: Mapping[str, str | None]) -> str | None:
+        return source_reference(
+            work.secret, tokens, settings=self._settings(work), template=work.template
+        )
 
     def _needs_fetch(self, work: _Work) -> bool:
         if work.item.error is not None:
             return False
-        source = self._source(work.secret, work.tokens)
+        source = self._source(work, work.tokens)
         if source is None or work.current is None:
             return True
         if source == work.current.source:
@@ -440,7 +607,7 @@ class Engine:
                 if result is None:
                     result = ProviderError(name, ref.describe(), "provider returned no value")
                 if isinstance(result, ProviderError):
-                    work.fail(str(result))
+                    work.fail(str(result), "provider")
                     continue
                 self.redactor.register(result.value)
                 work.values[key] = result
@@ -454,17 +621,20 @@ class Engine:
                 k: (f.token if f.token is not None else work.tokens.get(k))
                 for k, f in work.values.items()
             }
-            source = self._source(secret, tokens) or ""
+            source = self._source(work, tokens) or ""
             try:
                 data = render(secret, {k: f.value for k, f in work.values.items()})
             except ValueError as exc:
-                work.fail(str(exc))
+                work.fail(str(exc), "input")
                 continue
-            fingerprint = bundle_fingerprint(key, data)
+            settings = self._settings(work)
+            fingerprint = bundle_fingerprint(key, data, settings)
             keys = key_fingerprints(key, data)
             current = work.current
             if current is not None and current.fingerprint == fingerprint:
                 self._seen[secret.name] = (source, fingerprint)
+                if source and source != current.source:
+                    work.resourced = source
                 continue
             work.item.action = "update" if current else "create"
             work.item.version = (current.version if current else 0) + 1
@@ -473,6 +643,8 @@ class Engine:
                 for k in set(keys) | set(current.keys if current else {})
                 if current is None or keys.get(k) != current.keys.get(k)
             )
+            if current is not None and not work.item.changed_keys:
+                work.item.notes.append(f"stored with new settings: {', '.join(sorted(settings))}")
             work.new = NewVersion(
                 secret=secret.name,
                 version=work.item.version,
@@ -482,6 +654,23 @@ class Engine:
                 source=source,
                 created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
+
+    def _record_sources(self, works: Sequence[_Work]) -> None:
+        """Store the newer source reference of unchanged versions (metadata only), so the
+        next cycle - in this process or any other - reads no value for them."""
+        for work in works:
+            if work.resourced is None or work.current is None or work.item.error is not None:
+                continue
+            try:
+                recorded = self.target.update_source(work.current, work.resourced)
+            except Exception as exc:  # noqa: BLE001 - the value is fine; only a read is lost
+                log.warning(
+                    "%s: can't record the new source version: %s", work.secret.name, _describe(exc)
+                )
+                continue
+            if recorded:
+                work.current = replace(work.current, source=work.resourced)
+                work.versions[-1] = work.current
 
     def _plan_consumers(self, works: Sequence[_Work]) -> None:
         if not self.target.has_consumers:
@@ -493,21 +682,29 @@ class Engine:
             )
         except Exception as exc:  # noqa: BLE001 - consumers unknown: no secret may swap
             for work in live:
-                work.fail(f"can't list consumers: {_describe(exc)}")
+                work.fail(f"can't list consumers: {_describe(exc)}", "target")
             return
         for work in live:
             result = found.get(work.secret.name, [])
             if isinstance(result, TargetError):
-                work.fail(str(result))
+                work.fail(str(result), "target")
                 continue
-            work.consumers = result
+            work.item.notes.extend(
+                f"{c.label} is named in 'consumers' but doesn't exist yet; it is repointed "
+                "once it does"
+                for c in result
+                if c.missing
+            )
+            work.consumers = [c for c in result if not c.missing]
             stale = self._stale_consumers(work)
             work.item.consumers = sorted(c.label for c in stale)
+            if work.new is None and not stale:
+                self._report_unconverged(work)
             if stale and work.new is None:
                 backoff = self._backoff.get(work.secret.name)
                 if backoff and backoff.until > self.clock():
                     wait = int(backoff.until - self.clock())
-                    work.fail(f"swap failed earlier; retrying in {wait}s")
+                    work.fail(f"swap failed earlier; retrying in {wait}s", "convergence")
                 else:
                     work.item.action = "repoint"
                     for consumer in stale:
@@ -517,6 +714,18 @@ class Engine:
                                 consumer.label,
                                 work.secret.name,
                             )
+
+    @staticmethod
+    def _report_unconverged(work: _Work) -> None:
+        """A consumer on the current version whose rollout failed or hasn't finished is
+        reported every cycle, not only in the cycle that repointed it."""
+        stuck = [c for c in work.consumers if c.unconverged and c.refs.get(work.secret.name)]
+        if stuck and work.current is not None:
+            detail = "; ".join(f"{c.label}: {c.unconverged}" for c in stuck)
+            work.fail(
+                f"consumers have not converged on v{work.current.version}: {detail}",
+                "convergence",
+            )
 
     def _stale_consumers(self, work: _Work) -> list[Consumer]:
         """Consumers referencing something other than the version this cycle ends on."""
@@ -541,7 +750,7 @@ class Engine:
             results = self.target.create_versions([w.new for w in pending if w.new])
         except Exception as exc:  # noqa: BLE001 - nothing was created for any of them
             for work in pending:
-                work.fail(f"can't create version: {_describe(exc)}")
+                work.fail(f"can't create version: {_describe(exc)}", "target")
             return
         for work in pending:
             result = results.get(work.secret.name)
@@ -551,7 +760,7 @@ class Engine:
                 work.new = None
                 log.info("created %s version %d", work.secret.name, result.version)
             else:
-                work.fail(f"can't create version: {result or 'target returned nothing'}")
+                work.fail(f"can't create version: {result or 'target returned nothing'}", "target")
 
     def _repoint_and_wait(self, works: Sequence[_Work]) -> tuple[set[str], set[str]]:
         """Repoint each stale consumer once (all its secrets together), then wait for all.
@@ -581,7 +790,7 @@ class Engine:
                 repointed.append(consumer)
             except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
                 for name in secrets_of[label]:
-                    by_name[name].fail(f"can't repoint {label}: {_describe(exc)}")
+                    by_name[name].fail(f"can't repoint {label}: {_describe(exc)}", "target")
                     failed.add(name)
         if repointed:
             timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
@@ -595,7 +804,9 @@ class Engine:
                     moved.add(consumer.label)
                 else:
                     for name in secrets_of[consumer.label]:
-                        by_name[name].fail(f"{consumer.label} did not converge: {error}")
+                        by_name[name].fail(
+                            f"{consumer.label} did not converge: {error}", "convergence"
+                        )
                         failed.add(name)
         for name in failed:
             backoff = self._backoff.setdefault(name, _Backoff())
@@ -659,10 +870,28 @@ class Engine:
         }
         return [v for v in doomed if v.object_name not in referenced]
 
+    # ------------------------------------------------------------------ prune
+
     def _orphans(
-        self, existing: dict[str, list[VersionInfo]], secrets: Sequence[Secret]
+        self,
+        existing: Mapping[str, list[VersionInfo]],
+        secrets: Sequence[Secret],
+        expansion: Expansion,
     ) -> dict[str, list[VersionInfo]]:
-        names = {s.name for s in secrets}
+        """This installation's secrets that the config no longer names (``prune: true``).
+
+        Needs the whole config: the ``for_each`` templates outside this pass are listed too,
+        and any listing that failed (or shrank too much) means nothing is pruned at all.
+        """
+        if not expansion.complete:
+            return {}
+        names = {s.name for s in expansion.secrets} | {e.name for e in expansion.errors}
+        chosen = {s.name for s in secrets}
+        others = [s for s in self.config.secrets if s.name not in chosen]
+        rest = self.expand(others, existing)
+        if not rest.complete:
+            return {}
+        names |= {s.name for s in rest.secrets} | {e.name for e in rest.errors}
         return {n: v for n, v in existing.items() if n not in names and v}
 
     def _prune(self, orphans: dict[str, list[VersionInfo]], items: list[PlanItem]) -> None:
@@ -675,38 +904,39 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - without the protected set nothing is deleted
             for name in orphans:
                 by_name[name].error = f"not pruned: {_describe(exc)}"
+                by_name[name].error_kind = "target"
             return
         for name, versions in orphans.items():
             item = by_name[name]
             for version in versions:
-                if version.object_name in protected:
-                    item.error = f"{version.object_name} is still referenced; not deleted"
-                    continue
-                try:
-                    deleted = self.target.delete_version(version)
-                except Exception as exc:  # noqa: BLE001 - retried next cycle
-                    item.error = f"can't delete {version.object_name}: {_describe(exc)}"
-                    continue
-                if deleted:
+                problem = self._prune_one(version, protected)
+                if problem is None:
                     item.deleted.append(version.object_name)
                 else:
-                    item.error = f"{version.object_name} is in use; not deleted"
+                    item.error, item.error_kind = problem, "target"
 
-    # ------------------------------------------------------------------ helpers
+    def _prune_one(self, version: VersionInfo, protected: set[str]) -> str | None:
+        if version.object_name in protected:
+            return f"{version.object_name} is still referenced; not deleted"
+        try:
+            deleted = self.target.delete_version(version)
+        except Exception as exc:  # noqa: BLE001 - retried next cycle
+            return f"can't delete {version.object_name}: {_describe(exc)}"
+        return None if deleted else f"{version.object_name} is in use; not deleted"
 
-    @staticmethod
-    def _source(secret: Secret, tokens: dict[str, str | None]) -> str | None:
-        """The value-free source reference stored in labels: each ref and its version id."""
-        parts: dict[str, str] = {}
-        for key, ref in secret.refs.items():
-            token = tokens.get(key)
-            if token is None:
-                return None
-            decode = f"|{ref.decode}" if ref.decode else ""
-            parts[key] = f"{ref.describe()}{decode}@{token}"
-        if secret.spec.format:
-            parts["~format"] = secret.spec.format
-        return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+def _lost_too_much(where: str, before: set[str], now: set[str], limit: float) -> str | None:
+    """Why a listing that went from ``before`` to ``now`` can't be trusted, or ``None``."""
+    if not before:
+        return None
+    lost = len(before - now)
+    if lost / len(before) <= limit:
+        return None
+    return (
+        f"{where} lost {lost} of {len(before)} keys at once (more than max_shrink "
+        f"{limit:g}); nothing is synced or pruned from it this cycle. If the keys really "
+        "went away, raise max_shrink on the secret (1 allows any shrink)"
+    )
 
 
 def _ver(version: VersionInfo) -> int:
@@ -717,56 +947,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SyncdError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def render(secret: Secret, values: dict[str, bytes]) -> dict[str, bytes]:
-    """The bundle a target stores: ``{key: bytes}``, or one rendered value with ``format``.
-
-    Bundle keys are renamed by ``key_style`` first; two keys landing on one name is an error.
-    """
-    if secret.spec.is_bundle:
-        styled: dict[str, bytes] = {}
-        origin: dict[str, str] = {}
-        for key in sorted(values):
-            name = style_key(key, secret.spec.key_style)
-            if name in styled:
-                raise ValueError(
-                    f"keys {origin[name]!r} and {key!r} both become {name!r} "
-                    f"with key_style {secret.spec.key_style}"
-                )
-            styled[name], origin[name] = values[key], key
-        values = styled
-    fmt = secret.spec.format
-    if fmt is None:
-        return dict(values)
-    texts: dict[str, str] = {}
-    for key, value in values.items():
-        try:
-            texts[key] = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"key {key!r} is binary; format {fmt} needs text") from exc
-    if fmt == "json":
-        body = json.dumps(texts, indent=2, sort_keys=True) + "\n"
-    elif fmt == "yaml":
-        body = yaml.safe_dump(texts, default_flow_style=False, sort_keys=True)
-    else:
-        body = render_env(texts)
-    return {secret.name: body.encode("utf-8")}
-
-
-def render_env(values: dict[str, str]) -> str:
-    """``KEY=value`` lines; values with spaces, quotes or newlines are double-quoted."""
-    lines = []
-    for key in sorted(values):
-        value = values[key]
-        if value and all(c.isalnum() or c in "-_./:@+=,%^~" for c in value):
-            lines.append(f"{key}={value}")
-        else:
-            escaped = (
-                value.replace("\\", "\\\\")
-                .replace('"', '\\"')
-                .replace("\n", "\\n")
-                .replace("$", "\\$")
-            )
-            lines.append(f'{key}="{escaped}"')
-    return "\n".join(lines) + "\n"

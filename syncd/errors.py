@@ -55,5 +55,6 @@ class ConvergenceError(TargetError):
     """A consumer did not converge on a new version (timeout, paused, rolled back)."""
 
 
-class InUseError(TargetError):
-    """A version cannot be deleted yet because something still references it."""
+class NotLeaderError(TargetError):
+    """This process may not write now: it doesn't hold (or can't be sure it still holds) the
+    leader lease."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 
 KEY_BYTES = 32
 KEY_FINGERPRINT_CHARS = 32
@@ -25,16 +26,27 @@ def _frame(part: bytes) -> bytes:
     return len(part).to_bytes(8, "big") + part
 
 
-def bundle_fingerprint(key: bytes, data: dict[str, bytes]) -> str:
-    """HMAC over the whole bundle, independent of key order."""
+def bundle_fingerprint(
+    key: bytes, data: Mapping[str, bytes], settings: Mapping[str, str] | None = None
+) -> str:
+    """HMAC over the whole bundle and the settings it is stored with, independent of order.
+
+    Without settings the result is what earlier releases computed, so upgrading never
+    re-versions a secret whose settings are all defaults.
+    """
     mac = hmac.new(key, b"syncd-bundle-v1", hashlib.sha256)
     for name in sorted(data):
         mac.update(_frame(name.encode("utf-8")))
         mac.update(_frame(data[name]))
+    if settings:
+        mac.update(_frame(b"\x00settings"))
+        for name in sorted(settings):
+            mac.update(_frame(name.encode("utf-8")))
+            mac.update(_frame(settings[name].encode("utf-8")))
     return mac.hexdigest()
 
 
-def key_fingerprints(key: bytes, data: dict[str, bytes]) -> dict[str, str]:
+def key_fingerprints(key: bytes, data: Mapping[str, bytes]) -> dict[str, str]:
     """A short HMAC per bundle key, so a plan can say which keys changed (never their values)."""
     return {
         name: hmac.new(

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from syncd.errors import NotLeaderError
 from syncd.kube import ApiError, KubeClient
 
 log = logging.getLogger("syncd.leader")
@@ -75,6 +76,11 @@ class LeaderElector:
     def is_leader(self) -> bool:
         """True while the last successful renewal is younger than the lease duration."""
         return time.monotonic() < self._leader_until
+
+    def check(self) -> None:
+        """The write guard: raise ``NotLeaderError`` unless this process holds the lease."""
+        if not self.is_leader:
+            raise NotLeaderError(f"not the holder of lease {self.settings.lease}; not writing")
 
     def start(self) -> None:
         """Start campaigning in the background."""

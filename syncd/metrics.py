@@ -83,5 +83,24 @@ class Metrics:
                     self.version.labels(item.name).set(item.version)
                 if item.action in ("create", "update", "repoint"):
                     self.swap_seconds.labels(item.name).observe(seconds)
-            elif "did not converge" in item.error:
+            elif item.error_kind == "convergence":
                 self.convergence_failures.labels(item.name).inc()
+
+    def forget(self, names: set[str]) -> None:
+        """Drop every series of these secrets (they left the config or their source)."""
+        for metric in (self.last_success, self.version, self.convergence_failures):
+            for name in names:
+                try:
+                    metric.remove(name)
+                except KeyError:
+                    continue
+        for name in names:
+            for result in _RESULTS.values():
+                try:
+                    self.syncs.remove(name, result)
+                except KeyError:
+                    continue
+            try:
+                self.swap_seconds.remove(name)
+            except KeyError:
+                continue

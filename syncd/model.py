@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Action = Literal["create", "update", "unchanged", "repoint", "delete", "import", "error"]
+#: What kind of failure an error item reports (metrics and ``--output json`` use it).
+ErrorKind = Literal["input", "provider", "target", "convergence"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class Consumer:
     name: str
     namespace: str = ""
     refs: dict[str, frozenset[str]] = field(default_factory=dict, hash=False, compare=False)
+    #: A consumer named in ``consumers:`` that doesn't exist (yet): reported, never repointed,
+    #: and it doesn't block creating versions (stack users create secrets before deploying).
+    missing: bool = field(default=False, compare=False)
+    #: Why the consumer has not converged on the spec it runs now (a stuck rollout, a paused
+    #: or rolled-back update), from data the consumer listing already holds; ``None``: it has.
+    unconverged: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -95,6 +103,9 @@ class PlanItem:
     consumers: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     error: str | None = None
+    error_kind: ErrorKind | None = None
+    #: Things worth saying that are not failures (a named consumer missing, a rollout going on).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 TARGET_COUNTER = "target"
 #: The component name under which target reads are counted.
 TARGET_READS = "target-read"
+#: The installation a config belongs to when it names none (objects from before installations
+#: had names belong to it too).
+DEFAULT_INSTANCE = "default"
 
 
 def kubernetes_only(spec: SecretSpec[Any]) -> list[str]:
@@ -54,13 +58,20 @@ class TargetConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target gets from the process: where relative paths start, counters, and the
-    secrets it manages (targets that place secrets per secret, e.g. by namespace, need them).
+    """What a target gets from the process: where relative paths start, counters, the
+    secrets it manages (targets that place secrets per secret, e.g. by namespace, need them),
+    and the installation it writes for.
+
+    ``instance`` is this installation's name. Every object the target creates carries it, and
+    the target sees only objects that carry it: listing versions, finding consumers, garbage
+    collection and prune never touch another installation's objects. Objects written before
+    installations had names carry none and belong to ``DEFAULT_INSTANCE``.
     """
 
     base_dir: Path
     calls: CallCounter
     secrets: Mapping[str, SecretSpec[Any]] = field(default_factory=dict)
+    instance: str = DEFAULT_INSTANCE
 
 
 C = TypeVar("C", bound=TargetConfig)
@@ -79,9 +90,15 @@ class Target(ABC, Generic[C]):
     def __init__(self, config: C, *, context: TargetContext) -> None:
         self.config = config
         self.context = context
+        #: Called before every write; raises (``NotLeaderError``) when this process may no
+        #: longer write, e.g. a leader that can't be sure it still holds its lease.
+        self.write_guard: Callable[[], None] | None = None
 
     def count_write(self, operation: str, n: int = 1) -> None:
-        """Count a write to the target (``target_writes`` in ``--output json``)."""
+        """Call before each write: checks the write guard, then counts it
+        (``target_writes`` in ``--output json``)."""
+        if self.write_guard is not None:
+            self.write_guard()
         self.context.calls.count(TARGET_COUNTER, operation, n)
 
     def count_read(self, operation: str, n: int = 1) -> None:
@@ -89,14 +106,78 @@ class Target(ABC, Generic[C]):
         self.context.calls.count(TARGET_READS, operation, n)
 
     @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this target can't run here (a missing SDK, naming the extra to install)."""
+        return None
+
+    @classmethod
     def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
-        """Problems that make ``spec`` impossible for this target (checked at config load).
+        """Problems that make ``spec`` impossible for this target.
 
         Each entry is a sentence saying what is wrong, e.g. a name the target can't hold.
+        Checked at config load, and again at run time for every secret and key a source
+        supplies (``for_each`` names, ``data_from`` keys), so the rules are the same for both.
         Runs without connecting anywhere, so ``syncd check`` works offline.
         """
         del spec, config
         return []
+
+    @classmethod
+    def validate_set(
+        cls, specs: Sequence[SecretSpec[Any]], config: TargetConfig
+    ) -> list[tuple[int, str]]:
+        """Problems between secrets (two that would land on one object), as
+        ``(index in specs, sentence)``; checked at config load and for generated secrets."""
+        del specs, config
+        return []
+
+    def prepare(self) -> None:
+        """Check local settings and credentials (a kubeconfig, a user name, an SDK) so that a
+        target that can't work fails here, before a reload replaces the running one.
+
+        Writes nothing and, where the backend allows it, makes no network call.
+        """
+
+    def stored_settings(self, spec: SecretSpec[Any]) -> dict[str, str]:
+        """Settings besides the data that this target stores with ``spec``'s versions (a file
+        mode, a Secret type). They are fingerprinted with the data, so editing one makes a
+        new version on the next cycle.
+
+        Only values that differ from the target's defaults are returned, so a release that
+        learns a new setting doesn't give every existing secret a new version.
+        """
+        del spec
+        return {}
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the target for writing during one cycle.
+
+        A target that two processes could write at once (a directory) takes a lock and raises
+        ``TargetError`` naming the holder when another process has it. The default holds
+        nothing: Swarm and Kubernetes writes are guarded per object.
+        """
+        return nullcontext()
+
+    def repair(self) -> None:
+        """Fix what an interrupted run left (temporary objects, extra generations, objects to
+        adopt). Called once per real cycle inside ``exclusive()``, never in a dry run, and it
+        writes only when there is something to fix.
+        """
+
+    def update_source(self, version: VersionInfo, source: str) -> bool:
+        """Record a new source reference on an unchanged version, without touching its data.
+
+        Used when an upstream object moved but this secret's value didn't (a sibling field of
+        the same JSON secret changed): storing the new version id spares every later cycle a
+        read. A metadata-only write; ``False`` when the target can't (the engine then
+        remembers it for this process only).
+        """
+        del version, source
+        return False
+
+    def reference_name(self, version: VersionInfo) -> str:
+        """The name a manifest or stack file uses for ``version`` (``syncd names``)."""
+        return version.object_name
 
     @abstractmethod
     def load_key(self) -> bytes | None:

@@ -34,7 +34,7 @@ import yaml
 from pydantic import Field, WithJsonSchema, field_validator
 
 from syncd.config import SecretSpec, style_key
-from syncd.engine import render_env
+from syncd.envfile import render_env
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
 from syncd.model import NewVersion, VersionInfo

@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from syncd.config import Duration, SecretSpec, style_key
+from syncd.config import SecretSpec, style_key
+from syncd.duration import Duration
 from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import ApiError, KubeClient
 from syncd.leader import LeaderElection, LeaderElector

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from providers.file import parse_env
+from syncd.envfile import parse_env
 from tests.conftest import ROOT, backend_env, new_value
 
 EXAMPLES = ROOT / "config" / "examples"

@@ -16,7 +16,7 @@ import hvac
 import pytest
 import yaml
 
-from providers.file import parse_env
+from syncd.envfile import parse_env
 from tests.conftest import ROOT, backend_env, new_value
 
 EXAMPLE = ROOT / "config" / "examples" / "sidecar" / "kubernetes-pod.yaml"

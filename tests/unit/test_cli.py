@@ -77,7 +77,7 @@ def test_dry_run_exit_codes_and_writes_nothing(write_config, tmp_path):
 
 def test_dry_run_needs_once(write_config):
     run = syncd("--config", str(write_config(values={"a": "x"})), "--dry-run")
-    assert run.returncode == 1 and "--dry-run needs --once" in run.stderr
+    assert run.returncode == 64 and "--dry-run needs --once" in run.stderr
 
 
 def test_json_output_document(write_config):

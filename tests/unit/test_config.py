@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from syncd import registry
-from syncd.config import json_schema, load_config, parse_duration
+from syncd.config import json_schema, load_config
+from syncd.duration import parse_duration
 from syncd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from providers.base import ProviderContext
-from providers.file import FileProvider, FileProviderConfig, FileRef, parse_env
+from providers.file import FileProvider, FileProviderConfig, FileRef
 from syncd.calls import CallCounter
+from syncd.envfile import parse_env
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 from tests.conftest import new_value

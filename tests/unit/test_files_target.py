@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from providers.file import parse_env
 from syncd.config import load_config
 from syncd.engine import Engine
+from syncd.envfile import parse_env
 from tests.conftest import new_value
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-from providers.file import parse_env
 from syncd.config import load_config, style_key
 from syncd.engine import Engine
+from syncd.envfile import parse_env
 from tests.conftest import new_value
 
 
@@ -194,7 +194,7 @@ def test_for_each_names_are_checked_and_must_not_clash(write_config, tmp_path):
     )
     result = Engine(load_config(clash)).run_cycle()
     assert [(i.name, i.error) for i in result.items if i.error] == [
-        ("a", "{key}: key 'a' makes 'a', which already exists")
+        ("a", "{key}: key 'a' from local:* makes 'a', which already exists")
     ]
     assert sorted((i.name, i.action) for i in result.items if not i.error) == [
         ("a", "create"),
