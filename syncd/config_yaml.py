@@ -4,10 +4,11 @@ The config is hostile input like any other: it may be truncated, generated, or w
 someone who meant something else. So this reader is stricter than a YAML library's default:
 
 - **Scalars mean what they look like, YAML 1.2 style.** ``true``/``false``, ``null``/``~``,
-  decimal integers, ``0o17`` and ``0x1F``, decimal floats and ``.inf``/``.nan``; everything
-  else is a string. YAML 1.1's surprises are gone: ``0755`` stays the string ``0755``,
-  ``12:30:45`` is not 45045, ``on``/``yes`` are not booleans, ``2001-13-45`` is not a date
-  (and can't crash the loader).
+  decimal integers, ``0o17`` and ``0x1F``, floats with a point or an exponent and
+  ``.inf``/``.nan``; everything else is a string, including digits with a leading zero.
+  YAML 1.1's surprises are gone: ``0755`` stays the string ``0755``, ``12:30:45`` is not
+  45045, ``on``/``yes`` are not booleans, ``2001-13-45`` is not a date (and can't crash the
+  loader).
 - **No explicit tags** (``!!int``, ``!!binary``, ``!custom``): a tag changes how a value is
   read, which a config never needs; the error names the line and never quotes the value.
 - **Aliases are bounded.** A recursive alias is refused, and so is a document whose aliases
@@ -48,8 +49,10 @@ _TAG = "syncd:"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _INT = re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$")
+#: a float has a point or an exponent; digits with a leading zero (``0755``) stay a string
 _FLOAT = re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"^(?:[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)\.[0-9]*)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
 
