@@ -275,6 +275,10 @@ class Daemon:
         except SyncdError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return self._reload_failed(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not kill the daemon
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("config reload refused, keeping the running config: %s", reason)
+            return self._reload_failed(reason)
         old, old_elector = self.engine, self.elector
         if old_elector is not None:
             old_elector.stop()

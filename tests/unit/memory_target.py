@@ -8,8 +8,10 @@ after every write: a consumer never references a version that does not exist.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
@@ -20,6 +22,10 @@ from syncd.targets.base import Target, TargetConfig, TargetContext
 class MemoryTargetConfig(TargetConfig):
     type: Literal["memory"]
     world: str = "default"
+    #: what ``stored_settings`` answers for every secret (a stand-in for a file mode)
+    settings: dict[str, str] = Field(default_factory=dict)
+    #: ``prepare`` fails (a stand-in for a kubeconfig typo)
+    broken: bool = False
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Service:
     previous: set[str] = field(default_factory=set)
     converge: bool = True
     keeps_previous: bool = True
+    #: the orchestrator says this service's rollout is stuck
+    unconverged: str | None = None
 
 
 @dataclass
@@ -41,6 +49,8 @@ class World:
     log: list[str] = field(default_factory=list)
     crash_on: str | None = None
     in_use: set[str] = field(default_factory=set)
+    #: object name -> the installation that wrote it
+    owners: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
         for svc in self.services.values():
@@ -73,7 +83,25 @@ class MemoryTarget(Target[MemoryTargetConfig]):
 
     @classmethod
     def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
-        return ["name 'bad name' is not allowed"] if spec.name == "bad name" else []
+        names = [spec.name, *(spec.data or {})]
+        return [
+            f"name {name!r} is not allowed"
+            for name in names
+            if name == "bad name" or "/" in name or name.startswith(".") or not name
+        ]
+
+    def prepare(self) -> None:
+        if self.config.broken:
+            raise TargetError("memory target is broken (prepare)")
+
+    def stored_settings(self, spec: SecretSpec[Any]) -> dict[str, str]:
+        return dict(self.config.settings)
+
+    def update_source(self, version: VersionInfo, source: str) -> bool:
+        self.count_write("update_source")
+        info, data = self.world.objects[version.object_name]
+        self.world.objects[version.object_name] = (replace(info, source=source), data)
+        return True
 
     def load_key(self) -> bytes | None:
         return self.world.key
@@ -84,8 +112,9 @@ class MemoryTarget(Target[MemoryTargetConfig]):
 
     def list_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
         result: dict[str, list[VersionInfo]] = {}
-        for info, _ in self.world.objects.values():
-            result.setdefault(info.secret, []).append(info)
+        for name, (info, _) in self.world.objects.items():
+            if self.world.owners.get(name, "default") == self.context.instance:
+                result.setdefault(info.secret, []).append(info)
         return result
 
     def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
@@ -94,7 +123,12 @@ class MemoryTarget(Target[MemoryTargetConfig]):
             self._step(f"create {item.secret}-v{item.version}")
             info = item.stored_as(f"{item.secret}-v{item.version}")
             self.count_write("create")
+            owner = self.world.owners.get(info.object_name, self.context.instance)
+            if info.object_name in self.world.objects and owner != self.context.instance:
+                out[item.secret] = TargetError(f"{info.object_name} belongs to instance {owner}")
+                continue
             self.world.objects[info.object_name] = (info, dict(item.data))
+            self.world.owners[info.object_name] = self.context.instance
             out[item.secret] = info
         self.world.check()
         return out
@@ -109,7 +143,17 @@ class MemoryTarget(Target[MemoryTargetConfig]):
             for svc in self.world.services.values():
                 mine = frozenset(r for r in svc.refs if r in objs)
                 if mine:
-                    found.append(Consumer("service", svc.name, refs={spec.name: mine}))
+                    found.append(
+                        Consumer(
+                            "service", svc.name, refs={spec.name: mine}, unconverged=svc.unconverged
+                        )
+                    )
+            if isinstance(spec.consumers, list):
+                found = [c for c in found if c.name in spec.consumers] + [
+                    Consumer("service", name, missing=True)
+                    for name in spec.consumers
+                    if name not in self.world.services
+                ]
             out[spec.name] = found
         return out
 
@@ -149,4 +193,5 @@ class MemoryTarget(Target[MemoryTargetConfig]):
                 raise AssertionError(f"deleted {version.object_name} while referenced")
         self.count_write("delete")
         del self.world.objects[version.object_name]
+        self.world.owners.pop(version.object_name, None)
         return True

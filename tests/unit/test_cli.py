@@ -189,3 +189,74 @@ def test_daemon_syncs_changes_and_stops_cleanly_on_sigterm(write_config, tmp_pat
         _, err = proc.communicate()
     assert "received SIGTERM" in err and "stopped" in err
     assert "second-value" not in err
+
+
+def test_usage_errors_have_their_own_exit_code(write_config):
+    """A typo must not look like "changes pending" (2) to ``--dry-run || test $? -eq 2``."""
+    path = str(write_config(values={"a": "x"}))
+    for args in (
+        ["--config", path, "--once", "--dry-rn"],
+        ["check", "--config", path, "--colour"],
+        ["--config", path, "--output", "json"],  # applies to --once only
+        ["--config", path, "--secret", "a"],
+        ["--config", path, "--once", "--listen", ":0"],
+        ["--config", path, "--log-level", "loud"],
+    ):
+        run = syncd(*args)
+        assert run.returncode == 64, (args, run.stderr)
+        assert "Traceback" not in run.stderr
+
+
+def test_log_level_takes_any_case(write_config):
+    run = syncd("check", "--config", str(write_config(values={"a": "x"})), "--log-level", "DEBUG")
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    run = subprocess.run(
+        f"{sys.executable} -m syncd schema | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0
+    assert run.stderr == ""
+
+
+HOSTILE_CONFIGS = {
+    "date": "defaults: {refresh: 2001-13-45}\n",
+    "tag": "defaults: {refresh: !!int 5}\n",
+    "float-tag": "defaults: {keep: !!float 1}\n",
+    "recursive": "x: &x [*x]\n",
+    "nan": "defaults: {timeout: .nan}\n",
+    "listen": "daemon: {listen: nope}\n",
+    "nul": 'extends: "a\\0b"\n',
+}
+
+
+def test_hostile_configs_end_in_one_error_line_on_every_command(tmp_path):
+    base = (
+        "providers: {local: {type: file, path: k.yaml}}\n"
+        "target: {type: files, directory: out}\n"
+        "secrets: [{name: a, from: {provider: local, key: a}}]\n"
+    )
+    for name, extra in HOSTILE_CONFIGS.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(base + extra)
+        for command in (["check"], ["--once"], ["names"], ["doctor"], ["import"]):
+            args = (
+                [*command, "--config", str(path)]
+                if command[0] != "--once"
+                else [
+                    "--config",
+                    str(path),
+                    "--once",
+                ]
+            )
+            run = syncd(*args, timeout=20)
+            assert run.returncode == 1, (name, command, run.stderr)
+            assert "Traceback" not in run.stderr, (name, command)
+            assert run.stderr.startswith(f"error: {path}:"), (name, command, run.stderr)
+    assert not (tmp_path / "out").exists()

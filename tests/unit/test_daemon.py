@@ -285,3 +285,137 @@ def test_sighup_reloads_a_running_process(write_config, tmp_path):
         proc.kill()
         _, err = proc.communicate()
     assert "received SIGHUP" in err and "config reloaded: 2 secrets" in err
+
+
+def test_the_daemon_honours_prune_like_once(write_config, world):
+    """prune: true in the daemon deletes a secret that left the config, as --once does."""
+    from tests.unit.memory_target import WORLDS
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    path = daemon_config(write_config, name, prune=True)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.run_group(1.0, ["fast"], prune=True)
+        daemon.run_group(3600.0, ["slow"])
+        assert sorted(world.objects) == ["fast-v1", "slow-v1"]
+        doc = yaml.safe_load(path.read_text())
+        doc["secrets"] = doc["secrets"][:1]
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload()
+        jobs = {job.id: job for job in daemon.scheduler.get_jobs()}
+        assert jobs["group:1"].kwargs == {"prune": True}
+        daemon.run_group(1.0, ["fast"], prune=True)
+        assert sorted(world.objects) == ["fast-v1"]
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_a_reload_whose_target_cant_be_built_keeps_the_old_engine(write_config, world):
+    from tests.unit.memory_target import WORLDS
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    path = daemon_config(write_config, name)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        engine = daemon.engine
+        doc = yaml.safe_load(path.read_text())
+        doc["target"]["broken"] = True
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload() is False
+        assert daemon.engine is engine  # still running the previous config
+        assert "memory target is broken" in (daemon.readyz() or "")
+        daemon.run_group(1.0, ["fast"])
+        assert "fast-v1" in world.objects
+        doc["target"]["broken"] = False
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload() is True
+        assert daemon.readyz() is None
+        samples = {
+            s.labels["result"]: s.value
+            for m in daemon.metrics.registry.collect()
+            if m.name == "syncd_config_reloads"
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+        assert samples == {"error": 1.0, "ok": 1.0}
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_metric_series_of_removed_secrets_are_dropped(write_config, world):
+    from tests.unit.memory_target import WORLDS
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    path = daemon_config(write_config, name)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.schedule()
+        daemon.run_group(1.0, ["fast"])
+        daemon.run_group(3600.0, ["slow"])
+        text = generate(daemon)
+        assert 'syncd_last_success_timestamp_seconds{secret="slow"}' in text
+        doc = yaml.safe_load(path.read_text())
+        doc["secrets"] = doc["secrets"][:1]
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload()
+        daemon.run_group(1.0, ["fast"])
+        text = generate(daemon)
+        assert 'secret="slow"' not in text
+        assert 'syncd_last_success_timestamp_seconds{secret="fast"}' in text
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def generate(daemon: Daemon) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(daemon.metrics.registry).decode()
+
+
+def test_convergence_failures_are_counted_by_kind_not_by_message(write_config, world, tmp_path):
+    from tests.unit.memory_target import WORLDS, Service
+
+    name = next(n for n, w in WORLDS.items() if w is world)
+    path = daemon_config(write_config, name)
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.run_group(1.0, ["fast"])
+        world.services["web"] = Service("web", refs={"fast-v1"}, unconverged="update paused")
+        daemon.run_group(1.0, ["fast"])
+        assert 'syncd_convergence_failures_total{secret="fast"} 1.0' in generate(daemon)
+        (tmp_path / "keys.yaml").unlink()  # a provider error is no convergence failure
+        daemon.run_group(3600.0, ["slow"])
+        assert 'syncd_convergence_failures_total{secret="slow"}' not in generate(daemon)
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_head_answers_like_get_and_other_methods_are_405(write_config, running):
+    daemon = running(daemon_config(write_config))
+    host, port = daemon.address
+    head = urllib.request.Request(f"http://{host}:{port}/healthz", method="HEAD")
+    with urllib.request.urlopen(head, timeout=5) as resp:
+        assert resp.status == 200 and resp.read() == b""
+    for method in ("OPTIONS", "PUT", "DELETE", "PATCH", "TRACE"):
+        request = urllib.request.Request(f"http://{host}:{port}/healthz", method=method)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 405, method
+        assert info.value.headers["Allow"] == "GET, HEAD"
+
+
+def test_an_edited_extends_base_reloads(write_config, running, tmp_path):
+    path = daemon_config(write_config)
+    doc = yaml.safe_load(path.read_text())
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"defaults": {"keep": 1}}))
+    doc["extends"] = "base.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    daemon = running(path)
+    assert daemon.config.defaults.keep == 1
+    base.write_text(yaml.safe_dump({"defaults": {"keep": 2}}))
+    wait_until("the reload of the base", lambda: daemon.config.defaults.keep == 2)

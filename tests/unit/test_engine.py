@@ -139,14 +139,19 @@ def test_no_change_cycle_writes_nothing(write_config, world):
     assert again.calls["local"] == {"stat": 1}  # no value was read
 
 
-def test_touched_but_equal_source_is_not_rewritten(write_config, world):
+def test_touched_but_equal_source_makes_no_version_and_is_recorded_once(write_config, world):
+    """A new upstream version id with the same value: no new version, and the new id is stored
+    (metadata only) so that no later cycle, in any process, reads the value again."""
     path = memory_config(write_config, world_name(world), {"a": "same-value-123"})
-    engine = Engine(load_config(path))
-    engine.run_cycle()
+    Engine(load_config(path)).run_cycle()
     rotate(path, a="same-value-123")
-    result = engine.run_cycle()
-    assert result.target_writes == 0
+    result = Engine(load_config(path)).run_cycle()
     assert result.items[0].action == "unchanged"
+    assert sorted(world.objects) == ["a-v1"]
+    assert result.calls["target"] == {"update_source": 1}
+    again = Engine(load_config(path)).run_cycle()
+    assert again.target_writes == 0
+    assert again.calls["local"] == {"stat": 1}  # no value read
 
 
 def test_provider_error_deletes_and_downgrades_nothing(write_config, world, tmp_path):
