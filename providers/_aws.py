@@ -1,10 +1,18 @@
 """What the two AWS providers share: settings, the boto3 session, call counting and errors.
 
 Both providers talk to AWS the same way: credentials from the default chain (environment,
-profile, web identity, instance role), optionally swapped for an assumed role; botocore's own
-retry modes (``standard`` or ``adaptive``) for throttling and 5xx, with backoff and jitter; and
-one place that turns botocore exceptions into short messages that say what to do. Keeping this
-here means a fix to retries or credentials lands in both providers at once.
+profile, web identity, instance role), optionally swapped for an assumed role (STS at its own
+endpoint, never the provider's ``endpoint_url``: that one is a Secrets Manager or SSM VPC
+endpoint); botocore's own retry modes (``standard`` or ``adaptive``) for throttling and 5xx,
+with backoff and jitter; and one place that turns botocore exceptions into short messages that
+say what to do. Keeping this here means a fix to retries or credentials lands in both providers.
+
+A dead endpoint must not hold a cycle for minutes: botocore would retry a timed-out request
+``max_attempts`` times, each costing a whole ``read_timeout``. A timeout or a refused or dropped
+connection is therefore retried once (a ``needs-retry`` handler ahead of botocore's says no to
+the second retry), and once a call has given up that way, the provider's other calls fail at
+once for ``HOLD`` seconds instead of waiting on the same endpoint again. With the defaults a
+cycle against an endpoint that accepts and never answers costs about ``2 x read_timeout``.
 
 Calls are counted from botocore's ``response-received`` event, which fires once per HTTP
 attempt: every page and every retry shows up in the counts, which is what throttling and the
@@ -13,17 +21,28 @@ AWS bill see too. boto3 is imported lazily so the plain install works without it
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers.base import ProviderConfig
+from syncd.duration import Duration
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.providers.aws")
+
+INSTALL_HINT = "pip install 'syncd[aws]'"
+#: A timed-out call, or one whose connection was refused or dropped, is retried this often.
+TRANSPORT_RETRIES = 1
+#: After a call gave up on a dead endpoint, the provider's other calls fail at once this long.
+HOLD = 10.0
+_FAILURES = "syncd_transport_failures"  # per-call counter in botocore's request context
 
 #: Error codes that mean "slow down"; botocore retries them and so do we report them transient.
 THROTTLING_CODES = frozenset(
@@ -70,9 +89,24 @@ class AssumeRole(BaseModel):
     external_id: str | None = Field(
         None, min_length=2, max_length=1224, description="ExternalId the role's trust policy wants."
     )
-    duration_seconds: int = Field(
-        3600, ge=900, le=43200, description="Session length; refreshed before it runs out."
+    duration_seconds: Duration = Field(
+        3600,
+        ge=900,
+        le=43200,
+        description="Session length (15m to 12h; seconds or a duration such as 1h); refreshed "
+        "before it runs out.",
     )
+    sts_endpoint_url: str | None = Field(
+        None,
+        description="STS endpoint (e.g. an STS VPC endpoint); by default botocore's: "
+        "AWS_ENDPOINT_URL_STS, else the region's STS endpoint. Never the provider's endpoint_url.",
+    )
+
+    @field_validator("sts_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``sts_endpoint_url: ${STS_URL:-}`` means "not set" when the variable is empty."""
+        return None if value == "" else value
 
 
 class AwsProviderConfig(ProviderConfig):
@@ -91,10 +125,16 @@ class AwsProviderConfig(ProviderConfig):
         description="botocore retry mode; adaptive also rate-limits the client when throttled.",
     )
     max_attempts: int = Field(
-        5, ge=1, le=20, description="Attempts per call, the first one included."
+        5,
+        ge=1,
+        le=20,
+        description="Attempts per call on throttling and 5xx, the first one included; a "
+        "timeout or a refused or dropped connection is retried once.",
     )
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
-    read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a response.")
+    connect_timeout: Duration = Field(
+        3.0, gt=0, description="Time to open a connection (TLS handshake included)."
+    )
+    read_timeout: Duration = Field(5.0, gt=0, description="Time to wait for a response.")
 
     @field_validator("region", "endpoint_url", "profile", mode="before")
     @classmethod
@@ -118,12 +158,21 @@ class AwsCallError(Exception):
         return self.code in ("AccessDenied", "AccessDeniedException")
 
 
+def missing_sdk() -> str | None:
+    """Why the AWS providers can't run here (boto3 not installed), without importing it."""
+    try:
+        found = importlib.util.find_spec("boto3") is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"the AWS providers need boto3: {INSTALL_HINT}"
+
+
 def import_boto3() -> Any:
     """``boto3``, or a clear error naming the extra to install."""
     try:
         import boto3
     except ImportError as exc:
-        raise SyncdError("the AWS providers need boto3: pip install 'syncd[aws]'") from exc
+        raise SyncdError(f"the AWS providers need boto3: {INSTALL_HINT}") from exc
     return boto3
 
 
@@ -142,6 +191,8 @@ class AwsSession:
         self.config = config
         self._count = count
         self._clients: list[Any] = []
+        self._lock = threading.Lock()
+        self._dead: tuple[float, str] | None = None  # (monotonic time, why) of the last give-up
         self._botocore = Config(
             retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
             connect_timeout=config.connect_timeout,
@@ -166,13 +217,13 @@ class AwsSession:
         import botocore.session
         from botocore.credentials import DeferredRefreshableCredentials
 
-        sts = self.client("sts", session=base, endpoint_url=self.config.endpoint_url)
+        sts = self._client("sts", session=base, endpoint_url=role.sts_endpoint_url)
 
         def refresh() -> dict[str, str]:
             params: dict[str, Any] = {
                 "RoleArn": role.role_arn,
                 "RoleSessionName": role.session_name,
-                "DurationSeconds": role.duration_seconds,
+                "DurationSeconds": int(role.duration_seconds),
             }
             if role.external_id is not None:
                 params["ExternalId"] = role.external_id
@@ -193,14 +244,17 @@ class AwsSession:
         )
         return boto3.Session(botocore_session=core, region_name=base.region_name)
 
-    def client(self, service: str, *, session: Any = None, endpoint_url: str | None = None) -> Any:
-        """A counted client for ``service`` (endpoint from the config unless given)."""
-        client = (session or self.session).client(
-            service,
-            endpoint_url=endpoint_url or self.config.endpoint_url,
-            config=self._botocore,
-        )
-        client.meta.events.register("response-received", self._on_response)
+    def client(self, service: str) -> Any:
+        """A counted client for the provider's ``service``, at the configured ``endpoint_url``."""
+        return self._client(service, session=self.session, endpoint_url=self.config.endpoint_url)
+
+    def _client(self, service: str, *, session: Any, endpoint_url: str | None) -> Any:
+        """A counted client; ``endpoint_url=None`` is botocore's own endpoint resolution."""
+        client = session.client(service, endpoint_url=endpoint_url, config=self._botocore)
+        events = client.meta.events
+        events.register("response-received", self._on_response)
+        service_id = client.meta.service_model.service_id.hyphenize()
+        events.register_first(f"needs-retry.{service_id}", _retry_transport_once)
         self._clients.append(client)
         return client
 
@@ -224,13 +278,32 @@ class AwsSession:
         from botocore.exceptions import BotoCoreError, ClientError
 
         method = getattr(client, _snake(operation))
+        self._check_hold(operation)
         try:
             response: dict[str, Any] = method(**params)
         except ClientError as exc:
             raise _client_error(operation, exc) from exc
         except BotoCoreError as exc:
-            raise _core_error(operation, exc) from exc
+            attempts = min(self.config.max_attempts, 1 + TRANSPORT_RETRIES)
+            error = _core_error(operation, exc, attempts=attempts)
+            if _is_transport(exc):
+                with self._lock:
+                    self._dead = (time.monotonic(), str(error))
+            raise error from exc
+        with self._lock:
+            self._dead = None
         return response
+
+    def _check_hold(self, operation: str) -> None:
+        """Fail at once while an earlier call's give-up on a dead endpoint is recent."""
+        with self._lock:
+            dead = self._dead
+        if dead is not None and time.monotonic() - dead[0] < HOLD:
+            raise AwsCallError(
+                operation,
+                f"not sent, because {dead[1]} (no call for {HOLD:g} s after that)",
+                transient=True,
+            )
 
     def pages(
         self, client: Any, operation: str, *, result_key: str, **params: Any
@@ -249,6 +322,39 @@ class AwsSession:
         for client in self._clients:
             client.close()
         self._clients.clear()
+
+
+def _is_transport(exc: BaseException) -> bool:
+    """A timeout or a refused, dropped or failed connection: the endpoint, not the request."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.SSLError):  # a certificate problem doesn't pass by itself
+        return False
+    return isinstance(exc, bex.ConnectionError | bex.HTTPClientError)
+
+
+def _retry_transport_once(
+    attempts: int, caught_exception: Any = None, request_dict: Any = None, **_: Any
+) -> bool | None:
+    """``needs-retry`` handler run before botocore's: a transport failure is retried once.
+
+    botocore takes the first answer that isn't ``None``, and ``False`` is its own "don't
+    retry"; ``None`` leaves the decision (throttling, 5xx, a first timeout) to the retry mode.
+    A TLS failure is never retried: a certificate doesn't fix itself between two attempts.
+    """
+    from botocore.exceptions import SSLError
+
+    if isinstance(caught_exception, SSLError):
+        return False
+    if caught_exception is None or not _is_transport(caught_exception):
+        return None
+    context = request_dict.get("context") if isinstance(request_dict, dict) else None
+    if isinstance(context, dict):
+        failures = int(context.get(_FAILURES, 0)) + 1
+        context[_FAILURES] = failures
+    else:
+        failures = attempts
+    return False if failures > TRANSPORT_RETRIES else None
 
 
 def _snake(operation: str) -> str:
@@ -290,10 +396,11 @@ def _client_error(operation: str, exc: Any) -> AwsCallError:
     return AwsCallError(operation, text, transient=transient, code=code)
 
 
-def _core_error(operation: str, exc: Any) -> AwsCallError:
+def _core_error(operation: str, exc: Any, *, attempts: int) -> AwsCallError:
     """A client-side failure (network, credentials) as one actionable line."""
     from botocore import exceptions as bex
 
+    tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
     if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
         return AwsCallError(
             operation,
@@ -303,6 +410,14 @@ def _core_error(operation: str, exc: Any) -> AwsCallError:
         )
     if isinstance(exc, bex.CredentialRetrievalError):
         return AwsCallError(operation, f"can't get AWS credentials: {exc}", transient=True)
-    if isinstance(exc, bex.EndpointConnectionError | bex.ConnectionError | bex.HTTPClientError):
-        return AwsCallError(operation, f"endpoint unreachable after retries: {exc}", transient=True)
+    if isinstance(exc, bex.SSLError):
+        return AwsCallError(
+            operation,
+            f"TLS with the endpoint failed: {exc} (set AWS_CA_BUNDLE to the CA that signed it)",
+            transient=False,
+        )
+    if isinstance(exc, bex.ReadTimeoutError | bex.ConnectTimeoutError):
+        return AwsCallError(operation, f"endpoint timed out ({tries}): {exc}", transient=True)
+    if _is_transport(exc):
+        return AwsCallError(operation, f"endpoint unreachable ({tries}): {exc}", transient=True)
     return AwsCallError(operation, f"{type(exc).__name__}: {exc}", transient=False)

@@ -7,6 +7,13 @@ secrets whose token moved are read, 20 per ``BatchGetSecretValue`` call. The ver
 not ``LastChangedDate``, is the token because the date also moves on tag and description
 edits, which would re-read values for nothing; every value change makes a new version id.
 
+A version id alone does not identify a value, though: a secret deleted and created again
+under the same name may reuse one (``ClientRequestToken`` sets it), so the token also holds
+the random suffix of the secret's ARN, which every creation draws anew:
+``<version id>@<ARN suffix>``. The listing and the value reads both carry the ARN, so both
+give the same token. A ``version_id`` pin is matched the same way: the same id on a
+re-created secret is another value.
+
 ``ListSecrets`` filters by name *prefix*, at most 10 values per call. The configured names
 are therefore merged into at most 10 common prefixes (``app/db-1``, ``app/db-2`` ->
 ``app/db-``) so one paginated listing covers them; extra matches are ignored.
@@ -14,12 +21,13 @@ are therefore merged into at most 10 common prefixes (``app/db-1``, ``app/db-2``
 Not covered by the listing, and read every cycle instead: secrets in another account or
 region (an ARN the listing can't show), and secrets ``ListSecrets`` can't list because the
 role lacks ``secretsmanager:ListSecrets`` (then a warning is logged once).
-Pins: ``version_id`` never changes, so it is read once; a ``version_stage`` other than
+Pins: a ``version_id`` is read once per secret creation; a ``version_stage`` other than
 ``AWSCURRENT`` is read with ``GetSecretValue`` (``BatchGetSecretValue`` only reads AWSCURRENT).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, log
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, log, missing_sdk
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
 from syncd.errors import ProviderError
 from syncd.model import Fetched
@@ -38,6 +46,8 @@ FILTER_VALUES = 10
 LIST_PAGE = 100
 BATCH_SIZE = 20
 _ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+#: What a version id looks like (a UUID, or a ClientRequestToken of 32-64 characters).
+_VERSION_ID = re.compile(r"[\w.:+=@-]{1,64}")
 
 
 class AwsSecretsManagerConfig(AwsProviderConfig):
@@ -129,6 +139,11 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
     config_model: ClassVar[type[ProviderConfig]] = AwsSecretsManagerConfig
     ref_model: ClassVar[type[Ref]] = AwsSecretRef
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """boto3 not installed: name the extra (checked at config load, without importing)."""
+        return missing_sdk()
+
     def __init__(self, config: AwsSecretsManagerConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)
         self.aws = AwsSession(config, count=lambda op, status: self.count(op, status=status))
@@ -145,14 +160,12 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
     def versions(
         self, refs: Sequence[AwsSecretRef]
     ) -> Mapping[AwsSecretRef, str | ProviderError | None]:
-        """The version id behind each reference's stage, from one filtered listing."""
+        """``<version id>@<ARN suffix>`` behind each reference's stage or pin, from one listing."""
         result: dict[AwsSecretRef, str | ProviderError | None] = {}
         listed = []
         for ref in refs:
             if ref.find is not None:
                 result[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
-            elif ref.version_id is not None:
-                result[ref] = ref.version_id
             else:
                 listed.append(ref)
         if not listed:
@@ -172,7 +185,11 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             )
         for ref in listed:
             entry = index.get(ref.name) if index is not None else None
-            result[ref] = _stage_version(entry, ref.stage) if entry is not None else None
+            if entry is None:
+                result[ref] = None  # not listed: the read decides (and says "not found")
+                continue
+            version = ref.version_id or _stage_version(entry, ref.stage)
+            result[ref] = _token(version, entry.get("ARN")) if version else None
         return result
 
     def list_keys(self, ref: AwsSecretRef) -> Mapping[str, Ref] | ProviderError:
@@ -326,7 +343,8 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             return exc
 
     def _value(self, ref: AwsSecretRef, answer: dict[str, Any]) -> Fetched | ProviderError:
-        token = str(answer.get("VersionId") or "") or None
+        version = answer.get("VersionId")
+        token = _token(version, answer.get("ARN")) if isinstance(version, str) else None
         string = answer.get("SecretString")
         binary = answer.get("SecretBinary")
         try:
@@ -362,6 +380,24 @@ def _filter_name(secret_id: str) -> str:
     if secret_id.startswith("arn:") and ":secret:" in secret_id:
         return _ARN_SUFFIX.sub("", secret_id.split(":secret:", 1)[1])
     return secret_id
+
+
+def _token(version_id: str, arn: object) -> str:
+    """``<version id>@<ARN suffix>``: which value, of which creation of the secret.
+
+    Both parts are server input that ends up in the target's labels, so an id or an ARN that
+    doesn't look like one is replaced by a short digest of it (still one token per value).
+    """
+    if not _VERSION_ID.fullmatch(version_id):
+        version_id = "h" + _digest(version_id, 24)
+    if not isinstance(arn, str) or not arn:
+        return version_id
+    suffix = _ARN_SUFFIX.search(arn)
+    return f"{version_id}@{suffix[0][1:] if suffix else _digest(arn, 12)}"
+
+
+def _digest(text: str, size: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:size]
 
 
 def _stage_version(entry: dict[str, Any], stage: str) -> str | None:

@@ -6,6 +6,11 @@ value. Both go into the token because a deleted and re-created parameter starts 
 version 1. Values are read only for what changed: ``GetParameters``, 10 names a call, with
 ``WithDecryption`` so SecureString values arrive in clear (needs ``kms:Decrypt``).
 
+A ``version`` pin has the same problem (version 1 of a re-created parameter is another
+value), and ``DescribeParameters`` only shows the latest version's date. A pin's token is
+therefore the pin plus the parameter's current token: any write to the parameter re-reads the
+pinned version once, and the fingerprint decides whether anything changed.
+
 A ``path`` reference renders every parameter under the path into one JSON object, so one
 secret (a Kubernetes key, a file) gets the whole set: keys are the names relative to the path
 with ``/`` turned into ``.`` (``/app/prod/db/password`` under ``/app/prod`` -> ``db.password``,
@@ -17,15 +22,22 @@ dates, never of values.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from providers._aws import AwsCallError, AwsProviderConfig, AwsSession
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
+from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, missing_sdk
+from providers.base import (
+    Provider,
+    ProviderConfig,
+    ProviderContext,
+    Ref,
+    compact_json,
+    json_field,
+    utf8,
+)
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 
@@ -96,6 +108,11 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
     config_model: ClassVar[type[ProviderConfig]] = AwsSsmConfig
     ref_model: ClassVar[type[Ref]] = AwsSsmRef
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """boto3 not installed: name the extra (checked at config load, without importing)."""
+        return missing_sdk()
+
     def __init__(self, config: AwsSsmConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)
         self.aws = AwsSession(config, count=lambda op, status: self.count(op, status=status))
@@ -114,13 +131,11 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
         for ref in refs:
             if ref.path is not None:
                 result[ref] = self._path_version(ref)
-            elif ref.version is not None:
-                result[ref] = _pinned_token(ref.version)
-            elif ref.selector.startswith("arn:"):
+            elif str(ref.name).startswith("arn:"):
                 result[ref] = None  # DescribeParameters can't filter by ARN: read it
             else:
                 named.append(ref)
-        names = list(dict.fromkeys(ref.selector for ref in named))
+        names = list(dict.fromkeys(str(ref.name) for ref in named))
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(names), DESCRIBE_VALUES):
             chunk = names[start : start + DESCRIBE_VALUES]
@@ -129,13 +144,13 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
                     found[meta["Name"]] = meta
             except AwsCallError as exc:
                 for ref in named:
-                    if ref.selector in chunk:
+                    if ref.name in chunk:
                         result[ref] = self.error(ref, str(exc), transient=exc.transient)
         for ref in named:
             if ref not in result:
-                listed = found.get(ref.selector)
+                listed = found.get(str(ref.name))
                 # not listed: the read decides (and reports "not found" precisely)
-                result[ref] = _token(listed) if listed is not None else None
+                result[ref] = _token(listed, pin=ref.version) if listed is not None else None
         return result
 
     def _describe(self, parameter_filter: dict[str, Any]) -> list[dict[str, Any]]:
@@ -202,10 +217,12 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
         return params, failed
 
     def _named_value(self, ref: AwsSsmRef, param: dict[str, Any]) -> Fetched | ProviderError:
-        token = _pinned_token(ref.version) if ref.version is not None else _token(param)
+        # a pinned read returns that version's date, not the current one's: the listing's
+        # token (``versions``) is the one to keep
+        token = _token(param) if ref.version is None else None
         text = str(param.get("Value") or "")
         try:
-            data = json_field(text, ref.key) if ref.key is not None else text.encode("utf-8")
+            data = json_field(text, ref.key) if ref.key is not None else utf8(text)
             return Fetched(ref.decoded(data), token)
         except ValueError as exc:
             return self.error(ref, str(exc))
@@ -241,9 +258,10 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
                     ref, f"two parameters map to the same key {key!r} (a name with '.' and '/')"
                 )
             bundle[key] = str(param.get("Value") or "")
-        data = json.dumps(bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         try:
-            return Fetched(ref.decoded(data.encode("utf-8")), _path_token(params))
+            return Fetched(ref.decoded(utf8(compact_json(bundle))), _path_token(params))
+        except ValueError as exc:
+            return self.error(ref, str(exc))
         except ProviderError as exc:
             return exc
 
@@ -254,18 +272,16 @@ def _stamp(meta: dict[str, Any]) -> int:
     return round(when.timestamp() * 1000) if isinstance(when, datetime) else 0
 
 
-def _token(meta: dict[str, Any]) -> str:
-    return f"{meta.get('Version')}.{_stamp(meta)}"
-
-
-def _pinned_token(version: int) -> str:
-    """A pinned version never changes: its token is the pin, whoever computes it."""
-    return f"v{version}"
+def _token(meta: dict[str, Any], *, pin: int | None = None) -> str:
+    """``<version>.<LastModifiedDate ms>``; a pin: ``v<pin>@`` and the current one's."""
+    version = meta.get("Version")
+    current = f"{version if isinstance(version, int) else 0}.{_stamp(meta)}"
+    return current if pin is None else f"v{pin}@{current}"
 
 
 def _path_token(metas: list[dict[str, Any]]) -> str:
     lines = sorted(f"{m['Name']}\t{m.get('Version')}\t{_stamp(m)}" for m in metas)
-    digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:20]
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "replace")).hexdigest()[:20]
     return f"{len(lines)}.{digest}"
 
 

@@ -64,16 +64,48 @@ class Ref(BaseModel):
         return value
 
 
+def compact_json(value: object) -> str:
+    """The one JSON rendering every provider writes: compact, keys sorted, non-ASCII as is.
+
+    One rule means the same document gives the same bytes (and fingerprint) whichever
+    provider it came from, and a re-ordered upstream object is not a change.
+    """
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; ``ValueError`` for text no file can hold (a lone surrogate).
+
+    A JSON document may escape half of a surrogate pair (``"\\ud800"``); Python decodes it into
+    a string that can't be encoded, and that must fail one reference, not the provider.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the value is not valid Unicode text (a lone surrogate)") from None
+
+
+def field_bytes(field: object) -> bytes:
+    """A picked JSON field as bytes: a string gives its text, anything else its compact JSON."""
+    if isinstance(field, str):
+        return utf8(field)
+    try:
+        return utf8(compact_json(field))
+    except RecursionError:
+        raise ValueError("the JSON value is nested too deeply") from None
+
+
 def json_field(text: str, key: str) -> bytes:
     """One top-level field of a JSON object, as bytes; ``ValueError`` says what is wrong.
 
-    A string field gives its text; any other JSON value (number, bool, object) its compact
-    JSON, which is what a consumer reading a config value expects.
+    A string field gives its text; any other JSON value (number, bool, list, object) its
+    compact JSON with sorted keys (``compact_json``), which is what a consumer reading a
+    config value expects.
     """
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"key {key!r} asked, but the value is not JSON") from exc
+    except (ValueError, RecursionError):  # not JSON, nested too deeply, a number too long
+        raise ValueError(f"key {key!r} asked, but the value is not JSON") from None
     if not isinstance(document, dict):
         raise ValueError(f"key {key!r} asked, but the value is JSON, not a JSON object")
     if key not in document:
@@ -81,9 +113,7 @@ def json_field(text: str, key: str) -> bytes:
     field = document[key]
     if field is None:
         raise ValueError(f"key {key!r} is null")
-    if isinstance(field, str):
-        return field.encode("utf-8")
-    return json.dumps(field, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return field_bytes(field)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ parts of the real REST protocol syncd uses, so the real ``azure-keyvault-secrets
   checks a client secret or a certificate-signed client assertion, and an App Service style
   managed identity endpoint (plain HTTP, ``X-IDENTITY-HEADER``) for ``DefaultAzureCredential``;
 * secrets: set, get (latest or a version), list (paged, ``maxresults`` at most 25, like the
-  service, items without a version id), list versions, delete. Timestamps are whole seconds.
+  service, items without a version id), list versions. Timestamps are whole seconds.
+* soft-delete, which every vault has now: delete moves a secret (all its versions) to the
+  deleted secrets, whose name can't be set again (``409 Conflict``) until it is purged
+  (``DELETE /deletedsecrets/<name>``) or recovered (``POST .../recover``, versions and
+  timestamps as they were). A secret set again after a purge is a new one: new version id,
+  new ``created``.
 
 Test hooks under ``/_double/`` (no auth, loopback only): ``faults`` queues responses such as
 ``429`` with ``Retry-After`` or ``503``; ``revoke`` invalidates every issued token (the next
@@ -77,6 +82,8 @@ class State:
     identity_header: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     secrets: dict[str, list[Version]] = field(default_factory=dict)
+    #: soft-deleted secrets: name -> (versions, deletedDate)
+    deleted: dict[str, tuple[list[Version], int]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     faults: list[Fault] = field(default_factory=list)
@@ -192,7 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         if re.fullmatch(r"/[^/]+/oauth2/v2\.0/token", path) and method == "POST":
             self._token(path.split("/")[1])
             return
-        if not path.startswith("/secrets"):
+        if not path.startswith(("/secrets", "/deletedsecrets")):
             self._error(404, "NotFound", f"no route for {path}")
             return
         body = self._body()
@@ -228,7 +235,10 @@ class Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": challenge},
             )
             return
-        self._secrets(method, path, query, body)
+        if path.startswith("/deletedsecrets"):
+            self._deleted(method, path, query)
+        else:
+            self._secrets(method, path, query, body)
 
     # ------------------------------------------------------------------ identity
 
@@ -360,16 +370,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         if method == "DELETE" and len(parts) == 1:
             state.bump("delete")
+            now = int(time.time())
             with state.lock:
                 versions = state.secrets.pop(name, None)
+                if versions is not None:
+                    state.deleted[name] = (versions, now)
             if versions is None:
-                self._error(
-                    404,
-                    "SecretNotFound",
-                    f"A secret with (name/id) {name} was not found in this key vault.",
-                )
+                self._not_found(name)
                 return
-            self._send(200, self._bundle(name, versions[-1], with_value=False))
+            self._send(200, self._deleted_bundle(name, versions, now))
             return
         if method == "GET" and len(parts) == 2 and parts[1] == "versions":
             state.bump("list_versions")
@@ -388,17 +397,75 @@ class Handler(BaseHTTPRequestHandler):
                 versions = list(state.secrets.get(name, []))
             found = [v for v in versions if v.id == wanted] if wanted else versions[-1:]
             if not found:
-                label = f"{name}/{wanted}" if wanted else name
-                self._error(
-                    404,
-                    "SecretNotFound",
-                    f"A secret with (name/id) {label} was not found in this key vault.",
-                )
+                self._not_found(f"{name}/{wanted}" if wanted else name)
                 return
             if not found[0].enabled:
                 self._error(403, "Forbidden", "Operation get is not allowed on a disabled secret.")
                 return
             self._send(200, self._bundle(name, found[0], with_value=True))
+            return
+        self._error(405, "MethodNotAllowed", f"{method} {path}")
+
+    def _not_found(self, label: str) -> None:
+        self._error(
+            404,
+            "SecretNotFound",
+            f"A secret with (name/id) {label} was not found in this key vault.",
+        )
+
+    def _deleted_bundle(self, name: str, versions: list[Version], deleted: int) -> dict[str, Any]:
+        """A DeletedSecretBundle: the latest version's bundle plus where and when it went."""
+        return {
+            **self._bundle(name, versions[-1], with_value=False),
+            "recoveryId": f"{self._base()}/deletedsecrets/{name}",
+            "deletedDate": deleted,
+            "scheduledPurgeDate": deleted + 90 * 86400,
+        }
+
+    def _deleted(self, method: str, path: str, query: dict[str, str]) -> None:
+        """``/deletedsecrets``: list, get, purge and recover soft-deleted secrets."""
+        parts = path.split("/")[2:]
+        state = self._state
+        if method == "GET" and not parts:
+            state.bump("list_deleted")
+            with state.lock:
+                items = sorted(state.deleted.items())
+            dates = {n: when for n, (_, when) in items}
+            self._page(
+                [(n, vs) for n, (vs, _) in items],
+                query,
+                lambda n, vs: {
+                    **self._deleted_bundle(n, vs, dates[n]),
+                    "id": f"{self._base()}/secrets/{n}",
+                },
+            )
+            return
+        name = parts[0] if parts else ""
+        with state.lock:
+            entry = state.deleted.get(name)
+        if entry is None:
+            self._not_found(name)
+            return
+        if method == "GET" and len(parts) == 1:
+            state.bump("get_deleted")
+            self._send(200, self._deleted_bundle(name, *entry))
+            return
+        if method == "DELETE" and len(parts) == 1:
+            state.bump("purge")
+            with state.lock:
+                state.deleted.pop(name, None)
+            self._send(204)
+            return
+        if method == "POST" and parts[1:] == ["recover"]:
+            state.bump("recover")
+            with state.lock:
+                restored = state.deleted.pop(name, None)
+                if restored is not None:
+                    state.secrets[name] = restored[0]
+            if restored is None:
+                self._not_found(name)
+                return
+            self._send(200, self._bundle(name, restored[0][-1], with_value=False))
             return
         self._error(405, "MethodNotAllowed", f"{method} {path}")
 
@@ -423,7 +490,25 @@ class Handler(BaseHTTPRequestHandler):
             enabled=attrs.get("enabled", True) is not False,
         )
         with self._state.lock:
-            self._state.secrets.setdefault(name, []).append(version)
+            if name in self._state.deleted:
+                conflict = True
+            else:
+                conflict = False
+                self._state.secrets.setdefault(name, []).append(version)
+        if conflict:
+            self._send(
+                409,
+                {
+                    "error": {
+                        "code": "Conflict",
+                        "message": f"Secret {name} is currently in a deleted but recoverable "
+                        "state, and its name cannot be reused; in this state, the secret can "
+                        "only be recovered or purged.",
+                        "innererror": {"code": "ObjectIsDeletedButRecoverable"},
+                    }
+                },
+            )
+            return
         self._send(200, self._bundle(name, version, with_value=True))
 
     def _page(

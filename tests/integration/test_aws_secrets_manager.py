@@ -9,16 +9,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import boto3
 import pytest
+import requests
 import yaml
 
 from providers.aws_secrets_manager import (
@@ -126,6 +131,18 @@ def test_reads_string_json_key_binary_and_base64(tmp_path, aws, sm, prefix, cana
     assert canary not in json.dumps(result.to_json())
 
 
+def test_a_picked_object_is_compact_json_with_sorted_keys(tmp_path, aws, sm, prefix):
+    """One JSON rule for every provider: an object field renders compact, keys sorted, so an
+    upstream re-ordering is not a change and Vault, AWS and Azure give the same bytes."""
+    sm.create_secret(
+        Name=prefix + "doc", SecretString='{"cfg": {"z": [1, 2], "a": "\u00e9", "m": null}}'
+    )
+    engine = engine_for(tmp_path, aws, [one("cfg", name=prefix + "doc", key="cfg")])
+    assert engine.run_cycle().ok
+    engine.close()
+    assert out(tmp_path, "cfg") == '{"a":"\u00e9","m":null,"z":[1,2]}'.encode()
+
+
 def test_reads_by_full_and_partial_arn_without_rereading(tmp_path, aws, sm, prefix):
     value = new_value()
     arn = sm.create_secret(Name=prefix + "by-arn", SecretString=value)["ARN"]
@@ -185,6 +202,36 @@ def test_version_stage_and_id_pins(tmp_path, aws, sm, prefix):
     assert out(tmp_path, "previous") == v2.encode()
     assert out(tmp_path, "pending") == v3.encode()
     assert delta(before, moved) == {"ListSecrets": 1, "BatchGetSecretValue": 1, "GetSecretValue": 1}
+
+
+def test_recreated_secret_with_the_same_version_id(tmp_path, aws, sm, prefix):
+    """Deleted and created again with the same ClientRequestToken, a secret has the same
+    version id and another value: the ARN's suffix, drawn anew, tells them apart."""
+    token = uuid.uuid4().hex
+    name = prefix + "again"
+    first = sm.create_secret(Name=name, SecretString=new_value(), ClientRequestToken=token)
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [
+            one("again", name=name),
+            one("pinned", name=name, version_id=token),
+            one("by_arn", name=first["ARN"]),
+        ],
+    )
+    assert engine.run_cycle().ok
+    sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    second = new_value()
+    created = sm.create_secret(Name=name, SecretString=second, ClientRequestToken=token)
+    assert created["VersionId"] == first["VersionId"] and created["ARN"] != first["ARN"]
+    result = engine.run_cycle()
+    engine.close()
+    assert {i.name: i.action for i in result.items if i.name != "by_arn"} == {
+        "again": "update",
+        "pinned": "update",
+    }
+    assert out(tmp_path, "again") == out(tmp_path, "pinned") == second.encode()
+    assert "secret not found" in errors(result)["by_arn"]  # the old ARN names the old secret
 
 
 # --------------------------------------------------------------------------- change detection
@@ -363,8 +410,8 @@ def flaky() -> Iterator[type[_Flaky]]:
 
 
 def _provider(endpoint: str, **cfg: Any) -> AwsSecretsManagerProvider:
-    config = AwsSecretsManagerConfig(
-        type="aws-secrets-manager", endpoint_url=endpoint, region="us-east-1", **cfg
+    config = AwsSecretsManagerConfig.model_validate(
+        {"type": "aws-secrets-manager", "endpoint_url": endpoint, "region": "us-east-1", **cfg}
     )
     context = ProviderContext(name="aws", base_dir=Path("."), calls=CallCounter())
     return AwsSecretsManagerProvider(config, context=context)
@@ -390,7 +437,7 @@ def test_throttling_and_5xx_are_retried_and_counted(aws, flaky, mode):
     statuses: list[str] = []
     provider.context.calls.add_listener(lambda _c, _op, status: statuses.append(status))
     ref = AwsSecretRef(provider="aws", name="x")
-    assert provider.versions([ref]) == {ref: "v" * 32}
+    assert provider.versions([ref]) == {ref: "v" * 32 + "@abcdef"}
     assert flaky.seen == ["secretsmanager.ListSecrets"] * 3
     assert provider.context.calls.snapshot()["aws"] == {"ListSecrets": 3}
     assert statuses == ["throttled", "error", "ok"]
@@ -410,24 +457,83 @@ def test_throttling_surfaces_as_transient_only_after_retries(aws, flaky):
 # --------------------------------------------------------------------------- auth and CLI
 
 
-def test_assume_role_once_not_per_cycle(tmp_path, aws, sm, prefix):
+class _StsRelay(BaseHTTPRequestHandler):
+    """An STS endpoint of its own: relays each request to moto and notes what it was."""
+
+    upstream: ClassVar[str]
+    seen: ClassVar[list[str]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append(self.headers.get("X-Amz-Target") or body.decode().split("&")[0])
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        answer = requests.post(self.upstream, data=body, headers=headers, timeout=10)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "text/xml"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def sts_relay(aws: dict[str, str]) -> Iterator[type[_StsRelay]]:
+    handler = type("Relay", (_StsRelay,), {"upstream": aws["AWS_ENDPOINT_URL"], "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("where", ["sts_endpoint_url", "AWS_ENDPOINT_URL_STS"])
+def test_assume_role_once_at_its_own_sts_endpoint(
+    tmp_path, aws, sm, prefix, sts_relay, monkeypatch, where
+):
+    """STS goes to its own endpoint (the setting, else botocore's resolution), never to the
+    provider's endpoint_url (a Secrets Manager VPC endpoint has no STS), once per session."""
     value = new_value()
     sm.create_secret(Name=prefix + "role", SecretString=value)
-    engine = engine_for(
-        tmp_path,
-        aws,
-        [one("role", name=prefix + "role")],
-        assume_role={
-            "role_arn": "arn:aws:iam::123456789012:role/syncd-reader",
-            "external_id": "ext-1",
-        },
-    )
+    role: dict[str, Any] = {
+        "role_arn": "arn:aws:iam::123456789012:role/syncd-reader",
+        "external_id": "ext-1",
+    }
+    if where == "sts_endpoint_url":
+        role["sts_endpoint_url"] = sts_relay.url
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts_relay.url)
+    engine = engine_for(tmp_path, aws, [one("role", name=prefix + "role")], assume_role=role)
     for _ in range(3):
         result = engine.run_cycle()
         assert result.ok, errors(result)
+    engine.close()
     assert out(tmp_path, "role") == value.encode()
     assert result.calls["aws"]["AssumeRole"] == 1
     assert result.calls["aws"]["ListSecrets"] == 3
+    assert sts_relay.seen == ["Action=AssumeRole"]  # STS there, Secrets Manager not
+
+
+def test_sts_defaults_to_the_regional_endpoint(aws, monkeypatch):
+    """No setting and no AWS_ENDPOINT_URL_STS: the region's STS, not the endpoint_url."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    provider = _provider(
+        aws["AWS_ENDPOINT_URL"],
+        assume_role={"role_arn": "arn:aws:iam::123456789012:role/syncd-reader"},
+        region="eu-west-1",
+    )
+    endpoints = {
+        c.meta.service_model.service_name: c.meta.endpoint_url for c in provider.aws._clients
+    }
+    provider.close()
+    assert endpoints == {
+        "sts": "https://sts.eu-west-1.amazonaws.com",
+        "secretsmanager": aws["AWS_ENDPOINT_URL"],
+    }
 
 
 def test_cli_once_exit_codes(tmp_path, aws, sm, prefix, canary):
@@ -546,3 +652,169 @@ def test_for_each_find_makes_a_secret_per_match(tmp_path, aws, sm, prefix):
     engine.close()
     assert again.target_writes == 0
     assert "BatchGetSecretValue" not in delta(before, again)
+
+
+# --------------------------------------------------------------------------- hostile names
+
+
+def test_find_match_with_a_path_name_fails_alone(tmp_path, aws, sm, prefix, canary):
+    """A matched secret named ``<prefix>../../../x`` (or with ``/``) fails only its own
+    generated secret: the others sync, nothing lands outside the directory, and the error
+    names the source and the key, never the value."""
+    good = new_value()
+    sm.create_secret(Name=f"{prefix}good", SecretString=good)
+    for bad in ("../../../escaped", "nested/deeper", ".hidden"):
+        sm.create_secret(Name=f"{prefix}{bad}", SecretString=canary)
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    config = write_config(
+        tmp_path / "deep" / "er",
+        aws,
+        [{"name": "{key}", "for_each": {"provider": "aws", "find": {"prefix": prefix}}}],
+    )
+    engine = Engine(load_config(config))
+    result = engine.run_cycle()
+    engine.close()
+    errs = errors(result)
+    assert {i.name for i in result.items if i.error is None} == {"good"}
+    assert set(errs) == {"../../../escaped", "nested/deeper", ".hidden"}
+    for key, message in errs.items():
+        assert f"key {key!r} from aws:find(prefix={prefix}" in message
+        assert "can't be a file name" in message
+    out_dir = tmp_path / "deep" / "er" / "out"
+    assert (out_dir / "good").read_bytes() == good.encode()
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert canary.encode() not in path.read_bytes(), path
+    assert canary not in json.dumps(result.to_json())
+
+
+def test_a_value_that_is_not_unicode_fails_alone(tmp_path, aws, sm, prefix):
+    """A lone surrogate (JSON can escape one) is no text a file can hold: that secret fails
+    with a reason, the others in the same batch sync."""
+    good = new_value()
+    sm.create_secret(Name=prefix + "good", SecretString=good)
+    sm.create_secret(Name=prefix + "broken", SecretString=json.dumps({"k": "\ud800"}))
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [one("good", name=prefix + "good"), one("k", name=prefix + "broken", key="k")],
+    )
+    result = engine.run_cycle()
+    engine.close()
+    assert out(tmp_path, "good") == good.encode()
+    assert "not valid Unicode text" in errors(result)["k"]
+
+
+# --------------------------------------------------------------------------- dead endpoints
+
+
+def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, aws, prefix):
+    """Default settings, an endpoint that accepts and never answers: ListSecrets times out,
+    is retried once, and the cycle ends after about 2 x read_timeout (5 s), not minutes."""
+    with _dead_endpoint("hang") as url:
+        engine = engine_for(
+            tmp_path, aws, [one(f"s{i}", name=f"{prefix}s{i}") for i in range(5)], endpoint_url=url
+        )
+        elapsed, result = _timed_cycle(engine, bound=15.0)
+        engine.close()
+    assert all(
+        "ListSecrets: endpoint timed out (after 2 attempts)" in e for e in errors(result).values()
+    )
+    assert len(errors(result)) == 5
+    assert result.calls["aws"] == {"ListSecrets": 2}
+    assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("kind", ["refuse", "reset"])
+def test_dead_endpoint_fails_a_cycle_fast_with_defaults(tmp_path, aws, prefix, kind):
+    with _dead_endpoint(kind) as url:
+        engine = engine_for(tmp_path, aws, [one("s", name=f"{prefix}s")], endpoint_url=url)
+        elapsed, result = _timed_cycle(engine, bound=3.0)
+        engine.close()
+    assert "endpoint unreachable (after 2 attempts)" in errors(result)["s"]
+    assert result.calls["aws"] == {"ListSecrets": 2}
+    assert elapsed < 3.0, f"{elapsed:.1f}s"
+
+
+def test_time_settings_take_durations(tmp_path, aws):
+    from syncd.errors import ConfigError
+
+    config = load_config(
+        write_config(
+            tmp_path, aws, [one("x", name="x")], connect_timeout="1500ms", read_timeout="30s"
+        )
+    )
+    block = config.providers["aws"][1]
+    assert (block.connect_timeout, block.read_timeout) == (1.5, 30.0)
+    with pytest.raises(ConfigError, match="read_timeout"):
+        load_config(write_config(tmp_path, aws, [one("x", name="x")], read_timeout="-1s"))
+
+
+def test_check_names_a_missing_boto3_with_file_and_line(tmp_path, aws):
+    config = write_config(tmp_path, aws, [one("x", name="x")])
+    line = config.read_text().splitlines().index("    type: aws-secrets-manager") + 1
+    blocked = (
+        "import sys; sys.modules['boto3'] = None; from syncd.cli import main; sys.exit(main())"
+    )
+    run = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", blocked, "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"{config}:{line}: providers.aws.type:" in run.stderr
+    assert "need boto3: pip install 'syncd[aws]'" in run.stderr
+
+
+def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, CycleResult]:
+    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
+    box: dict[str, CycleResult] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(bound + 1.0)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
+    return elapsed, box["r"]
+
+
+@contextmanager
+def _dead_endpoint(kind: str) -> Iterator[str]:
+    """A loopback URL whose server accepts and never answers ("hang"), resets every
+    connection at once ("reset"), or doesn't listen at all ("refuse")."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    if kind == "refuse":
+        listener.close()
+        yield url
+        return
+    listener.listen(64)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            if kind == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            else:
+                held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield url
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +37,12 @@ def base() -> str:
     return f"/t{uuid.uuid4().hex[:10]}"
 
 
-def engine_for(tmp_path: Path, aws: dict[str, str], secrets: list[dict[str, Any]]) -> Engine:
+def engine_for(
+    tmp_path: Path, aws: dict[str, str], secrets: list[dict[str, Any]], **provider: Any
+) -> Engine:
+    block = {"type": "aws-ssm", "endpoint_url": aws["AWS_ENDPOINT_URL"], **provider}
     doc = {
-        "providers": {"ssm": {"type": "aws-ssm", "endpoint_url": aws["AWS_ENDPOINT_URL"]}},
+        "providers": {"ssm": block},
         "target": {"type": "files", "directory": "out"},
         "secrets": secrets,
     }
@@ -156,15 +164,24 @@ def test_change_detection_30_parameters(tmp_path, aws, ssm, base):
 
 
 def test_recreated_parameter_is_noticed(tmp_path, aws, ssm, base):
+    """Deleted and put again, a parameter restarts at version 1: the current reference and a
+    pin on version 1 both get the new value (the token holds LastModifiedDate)."""
     first, second = new_value(), new_value()
     ssm.put_parameter(Name=f"{base}/re", Value=first, Type="String")
-    engine = engine_for(tmp_path, aws, [one("re", name=f"{base}/re")])
+    engine = engine_for(
+        tmp_path, aws, [one("re", name=f"{base}/re"), one("pinned", name=f"{base}/re", version=1)]
+    )
     assert engine.run_cycle().ok
+    assert out(tmp_path, "pinned") == first.encode()
     ssm.delete_parameter(Name=f"{base}/re")
     ssm.put_parameter(Name=f"{base}/re", Value=second, Type="String")  # version 1 again
     result = engine.run_cycle()
     assert result.ok, errors(result)
-    assert out(tmp_path, "re") == second.encode()
+    assert {i.name: i.action for i in result.items} == {"re": "update", "pinned": "update"}
+    assert out(tmp_path, "re") == out(tmp_path, "pinned") == second.encode()
+    quiet = engine.run_cycle()
+    assert set(delta(result.calls, quiet)) == {"DescribeParameters"}  # nothing read again
+    engine.close()
 
 
 def test_bad_references(tmp_path, aws, ssm, base, canary):
@@ -202,3 +219,45 @@ def test_ref_validation_names_the_place(tmp_path, aws, base):
     with pytest.raises(ConfigError) as info:
         engine_for(tmp_path, aws, [one("both", name=f"{base}/a", path=base)])
     assert "secrets[0].from" in str(info.value) and "exactly one of 'name'" in str(info.value)
+
+
+def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, aws, base):
+    """Default settings, named parameters and three paths, an endpoint that accepts and never
+    answers: the first DescribeParameters times out twice (5 s each); the hold fails the
+    other listings at once instead of 4 x 10 s."""
+    with _hung_endpoint() as url:
+        secrets = [one(f"n{i}", name=f"{base}/n{i}") for i in range(3)]
+        secrets += [one(f"p{i}", path=f"{base}/p{i}") for i in range(3)]
+        engine = engine_for(tmp_path, aws, secrets, endpoint_url=url)
+        elapsed, result = _timed_cycle(engine, bound=15.0)
+        engine.close()
+    errs = errors(result)
+    assert len(errs) == 6
+    assert sum("endpoint timed out (after 2 attempts)" in e for e in errs.values()) >= 1
+    assert all("endpoint timed out" in e for e in errs.values())
+    assert result.calls["ssm"] == {"DescribeParameters": 2}  # the held ones are never sent
+    assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
+
+
+def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, CycleResult]:
+    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
+    box: dict[str, CycleResult] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(bound + 1.0)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
+    return elapsed, box["r"]
+
+
+@contextmanager
+def _hung_endpoint() -> Iterator[str]:
+    """A loopback URL whose server accepts every connection and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -218,6 +221,70 @@ def test_fresh_timestamp_is_not_trusted(
     with provider_for(tmp_path, azure) as provider:
         ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
         assert provider.versions([ref])[ref] is None
+        wait_fresh()
+        token = provider.versions([ref])[ref]
+        assert isinstance(token, str) and token.startswith("u:")
+
+
+def test_recreated_secret_is_synced_and_recovered_one_is_not_rewritten(
+    tmp_path: Path, azure: dict[str, str], seed: Any, admin: Admin
+) -> None:
+    """Key Vault soft-deletes: a name comes back only after a purge, as a new secret (new
+    version id and timestamps), whose value syncs; a recovered secret keeps its versions,
+    so nothing is written for it."""
+    from azure.core.exceptions import HttpResponseError
+
+    again, back = unique("again"), unique("back")
+    first, kept = new_value(), new_value()
+    old_version = seed.set_secret(again, first).properties.version
+    seed.set_secret(back, kept)
+    wait_fresh()
+    secrets = [
+        {"name": "again", "from": {"provider": "kv", "name": again}},
+        {"name": "back", "from": {"provider": "kv", "name": back}},
+    ]
+    engine = Engine(load_config(write_config(tmp_path, provider_block(azure), secrets)))
+    out = tmp_path / "out"
+    try:
+        assert engine.run_cycle().ok
+        seed.begin_delete_secret(again).wait()
+        seed.begin_delete_secret(back).wait()
+        gone = engine.run_cycle()
+        assert all("not found" in str(i.error) for i in gone.items) and gone.target_writes == 0
+        assert (out / "again").read_text() == first
+        with pytest.raises(HttpResponseError) as refused:
+            seed.set_secret(again, new_value())  # a soft-deleted name can't be reused...
+        assert refused.value.status_code == 409
+        seed.purge_deleted_secret(again)  # ...until it is purged
+        second = new_value()
+        assert seed.set_secret(again, second).properties.version != old_version
+        seed.begin_recover_deleted_secret(back).wait()
+        wait_fresh()
+        result = engine.run_cycle()
+        assert result.ok, [i.error for i in result.items]
+        assert {i.name: i.action for i in result.items} == {"again": "update", "back": "unchanged"}
+        assert (out / "again").read_text() == second
+        assert (out / "back").read_text() == kept
+    finally:
+        engine.close()
+
+
+def test_fresh_timestamp_is_judged_on_the_vault_clock(
+    tmp_path: Path, azure: dict[str, str], seed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This host's clock 30 s ahead of the vault's must not make a just-written timestamp
+    look old: freshness is measured against the vault's Date header."""
+    import providers.azure_key_vault as module
+
+    ahead = SimpleNamespace(time=lambda: time.time() + 30.0, monotonic=time.monotonic)
+    monkeypatch.setattr(module, "time", ahead)
+    name = unique("skew")
+    seed.set_secret(name, new_value())
+    with provider_for(tmp_path, azure) as provider:
+        ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
+        assert provider.versions([ref])[ref] is None
+        got = provider.fetch([ref])[ref]
+        assert not isinstance(got, Exception) and got.token is None
         wait_fresh()
         token = provider.versions([ref])[ref]
         assert isinstance(token, str) and token.startswith("u:")
@@ -555,6 +622,23 @@ def test_throttling_beyond_retries_is_a_transient_error(
         assert admin.stats()["fault_429"] == 2  # the call and its one retry
 
 
+def test_retry_total_is_not_capped_by_azure_cores_status_default(
+    tmp_path: Path, azure: dict[str, str], seed: Any, admin: Admin
+) -> None:
+    """azure-core stops status retries at 3 by default; retry_total: 5 means five."""
+    name = unique("five")
+    value = new_value()
+    seed.set_secret(name, value)
+    with provider_for(tmp_path, azure, retry_total=5) as provider:
+        ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
+        assert not isinstance(provider.fetch([ref])[ref], Exception)
+        admin.post("faults", {"status": 503, "times": 5, "retry_after": "0", "match": "/secrets/"})
+        got = provider.fetch([ref])[ref]
+        assert not isinstance(got, Exception), got
+        assert got.value == value.encode()
+        assert admin.stats()["fault_503"] == 5
+
+
 def test_list_forbidden_falls_back_to_reading(
     tmp_path: Path, azure: dict[str, str], seed: Any, admin: Admin, caplog: Any
 ) -> None:
@@ -615,3 +699,154 @@ def test_cli_once_exit_codes(
     assert "not found" in bad.stdout + bad.stderr
     assert canary not in bad.stdout + bad.stderr
     assert (tmp_path / "out" / "api_key").read_text() == canary
+
+
+# --------------------------------------------------------------------------- dead vault
+
+
+def default_block(azure: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """The test double's block with every time and retry setting left at its default."""
+    block = {k: v for k, v in provider_block(azure).items() if not k.startswith("retry_")}
+    block.update(extra)
+    return block
+
+
+def dead_engine(tmp_path: Path, azure: dict[str, str], **extra: Any) -> Engine:
+    """Three listed secrets and nine pinned ones (fetched without a listing)."""
+    secrets = [
+        {"name": f"l{i}", "from": {"provider": "kv", "name": f"listed-{i}"}} for i in range(3)
+    ]
+    secrets += [
+        {"name": f"p{i}", "from": {"provider": "kv", "name": f"pinned-{i}", "version": "a" * 32}}
+        for i in range(9)
+    ]
+    return Engine(load_config(write_config(tmp_path, default_block(azure, **extra), secrets)))
+
+
+def test_hung_vault_costs_a_cycle_two_timeouts_with_defaults(
+    tmp_path: Path, azure: dict[str, str]
+) -> None:
+    """A vault that accepts and never answers (the TLS handshake hangs): the listing tries
+    twice (5 s each) and the hold fails the nine reads at once, instead of 2 x 10 s more."""
+    with dead_port("hang") as port:
+        engine = dead_engine(tmp_path, azure, vault_url=f"https://127.0.0.1:{port}")
+        elapsed, result = timed_cycle(engine, bound=15.0)
+        engine.close()
+    errors = [str(i.error) for i in result.items]
+    assert len(errors) == 12 and all("can't reach 127.0.0.1" in e for e in errors), errors
+    assert sum("not sent, because" in e for e in errors) == 9
+    assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
+
+
+def test_hung_authority_costs_a_cycle_two_timeouts_with_defaults(
+    tmp_path: Path, azure: dict[str, str], seed: Any
+) -> None:
+    """The vault answers, Entra ID hangs: the credential has the same transport settings
+    (azure-identity's own wait 300 s), and the hold covers the other reads."""
+    with dead_port("hang") as port:
+        engine = dead_engine(tmp_path, azure, authority_host=f"https://127.0.0.1:{port}")
+        elapsed, result = timed_cycle(engine, bound=15.0)
+        engine.close()
+    errors = [str(i.error) for i in result.items]
+    assert len(errors) == 12 and all("authentication failed" in e for e in errors), errors
+    assert sum("not sent, because" in e for e in errors) == 9
+    assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("kind", ["refuse", "reset"])
+def test_dead_vault_fails_a_cycle_fast_with_defaults(
+    tmp_path: Path, azure: dict[str, str], kind: str
+) -> None:
+    with dead_port(kind) as port:
+        engine = dead_engine(tmp_path, azure, vault_url=f"https://127.0.0.1:{port}")
+        elapsed, result = timed_cycle(engine, bound=3.0)
+        engine.close()
+    assert all("can't reach 127.0.0.1" in str(i.error) for i in result.items)
+    assert elapsed < 3.0, f"{elapsed:.1f}s"
+
+
+def test_time_settings_take_durations(tmp_path: Path, azure: dict[str, str]) -> None:
+    from syncd.errors import ConfigError
+
+    secrets = [{"name": "x", "from": {"provider": "kv", "name": "x"}}]
+    block = default_block(
+        azure, timeout="30s", retry_backoff_factor="250ms", retry_backoff_max="1m"
+    )
+    config = load_config(write_config(tmp_path, block, secrets)).providers["kv"][1]
+    assert (config.timeout, config.retry_backoff_factor, config.retry_backoff_max) == (
+        30.0,
+        0.25,
+        60.0,
+    )
+    with pytest.raises(ConfigError, match="timeout"):
+        load_config(write_config(tmp_path, default_block(azure, timeout="nan"), secrets))
+
+
+def test_check_names_a_missing_sdk_with_file_and_line(
+    tmp_path: Path, azure: dict[str, str]
+) -> None:
+    secrets = [{"name": "x", "from": {"provider": "kv", "name": "x"}}]
+    config = write_config(tmp_path, default_block(azure), secrets)
+    line = config.read_text().splitlines().index("    type: azure-key-vault") + 1
+    blocked = (
+        "import sys; sys.modules['azure.keyvault.secrets'] = None; "
+        "from syncd.cli import main; sys.exit(main())"
+    )
+    run = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", blocked, "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"{config}:{line}: providers.kv.type:" in run.stderr
+    assert "needs azure.keyvault.secrets: pip install 'syncd[azure]'" in run.stderr
+
+
+def timed_cycle(engine: Engine, *, bound: float) -> tuple[float, Any]:
+    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(bound + 1.0)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
+    return elapsed, box["r"]
+
+
+@contextmanager
+def dead_port(kind: str) -> Iterator[int]:
+    """A loopback port that accepts and never answers ("hang"), resets every connection at
+    once ("reset"), or has no listener ("refuse")."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    if kind == "refuse":
+        listener.close()
+        yield port
+        return
+    listener.listen(64)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    if kind == "reset":
+        thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        if kind == "reset":
+            thread.join()
+        listener.close()

@@ -16,11 +16,14 @@ import base64
 import json
 import os
 import secrets
+import socket
+import struct
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +35,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import ProviderContext
+from providers.base import ProviderContext, json_field
 from providers.vault import VaultProvider, VaultProviderConfig, VaultRef
 from syncd.calls import CallCounter
 from syncd.config import load_config
@@ -118,6 +121,11 @@ def value_of(result: Fetched | ProviderError | str | None) -> bytes:
     return result.value
 
 
+def numbers(tokens: Mapping[VaultRef, object]) -> dict[VaultRef, object]:
+    """The version numbers of ``<version>@<created_time>`` tokens (anything else as it is)."""
+    return {r: t.split("@")[0] if isinstance(t, str) else t for r, t in tokens.items()}
+
+
 def error_of(result: object) -> str:
     assert isinstance(result, ProviderError), f"expected an error, got {result!r}"
     return str(result)
@@ -153,11 +161,11 @@ def test_kv2_field_and_whole_map_share_one_read(
     p = dev_provider(h, env)
     field, whole = ref(f"{prefix}/db", key="password"), ref(f"{prefix}/db")
     versions = p.versions([field, whole])
-    assert versions == {field: "1", whole: "1"}
+    assert numbers(versions) == {field: "1", whole: "1"}
     got = p.fetch([field, whole])
     assert value_of(got[field]) == password.encode()
     assert json.loads(value_of(got[whole])) == {"user": "app", "password": password, "port": 5432}
-    assert got[field].token == "1"  # type: ignore[union-attr]
+    assert got[field].token == versions[field]  # type: ignore[union-attr]
     assert h.counts() == {"lookup_self": 1, "read_metadata": 1, "read": 1}
 
 
@@ -208,7 +216,7 @@ def test_ref_mount_override_and_namespace(
     put(ns, "app", {"k": value})
     in_ns = dev_provider(h, env, namespace=prefix)
     r2 = ref("app", key="k")
-    assert in_ns.versions([r2]) == {r2: "1"}
+    assert numbers(in_ns.versions([r2])) == {r2: "1"}
     assert value_of(in_ns.fetch([r2])[r2]) == value.encode()
     outside = dev_provider(h, env)
     assert "not found" in error_of(outside.versions([r2])[r2])
@@ -220,8 +228,8 @@ def test_version_pins(h: Harness, env: dict[str, str], dev: hvac.Client, prefix:
     put(dev, f"{prefix}/k", {"v": second})
     p = dev_provider(h, env)
     pinned, latest = ref(f"{prefix}/k", key="v", version=1), ref(f"{prefix}/k", key="v")
-    assert p.versions([pinned, latest]) == {pinned: "1", latest: "2"}
-    assert h.counts()["read_metadata"] == 1  # the pin needs no call
+    assert numbers(p.versions([pinned, latest])) == {pinned: "1", latest: "2"}
+    assert h.counts()["read_metadata"] == 1  # the pin shares the path's metadata read
     got = p.fetch([pinned, latest])
     assert value_of(got[pinned]) == first.encode()
     assert value_of(got[latest]) == second.encode()
@@ -240,9 +248,102 @@ def test_folder_listing_pages_and_stops_early(
     put(dev, f"{prefix}/b/nested", {"v": new_value()})  # "b/" is a sub-folder entry
     p = dev_provider(h, env)
     refs = [ref(f"{prefix}/{name}", key="v") for name in ("a", "c", "e")]
-    assert p.versions(refs) == dict(zip(refs, ["1", "2", "1"], strict=True))
+    assert numbers(p.versions(refs)) == dict(zip(refs, ["1", "2", "1"], strict=True))
     # pages [a, b] [b/, c] [d, e]: stops once "e" is passed, never reads f, g, h
     assert h.counts() == {"lookup_self": 1, "list_metadata": 3}
+
+
+# --------------------------------------------------------------------------- version tokens
+
+
+@pytest.mark.parametrize("listing", [True, False], ids=["folder-list", "metadata-per-secret"])
+def test_recreated_secret_gets_its_new_value(
+    tmp_path: Path, env: dict[str, str], dev: hvac.Client, prefix: str, listing: bool
+) -> None:
+    """Deleted (metadata and all) and written again, a secret restarts at version 1: its new
+    value must still be synced, by the current and by a pinned reference."""
+    first, other = new_value(), new_value()
+    put(dev, f"{prefix}/re", {"v": first})
+    put(dev, f"{prefix}/other", {"v": other})  # two in the folder: the LIST path is taken
+    config = _config(
+        tmp_path,
+        env,
+        [
+            {"name": "re", "from": {"provider": "vault", "path": f"{prefix}/re", "key": "v"}},
+            {
+                "name": "pinned",
+                "from": {"provider": "vault", "path": f"{prefix}/re", "key": "v", "version": 1},
+            },
+            {"name": "other", "from": {"provider": "vault", "path": f"{prefix}/other", "key": "v"}},
+        ],
+        list_metadata=listing,
+    )
+    engine = Engine(load_config(config))
+    try:
+        assert engine.run_cycle().ok
+        assert (tmp_path / "out" / "re").read_text() == first
+        dev.secrets.kv.v2.delete_metadata_and_all_versions(path=f"{prefix}/re")
+        second = new_value()
+        assert put(dev, f"{prefix}/re", {"v": second}) == 1  # version 1 again
+        result = engine.run_cycle()
+        assert result.ok, [i.error for i in result.items]
+        actions = {i.name: i.action for i in result.items}
+        assert actions == {"re": "update", "pinned": "update", "other": "unchanged"}
+        assert (tmp_path / "out" / "re").read_text() == second
+        assert (tmp_path / "out" / "pinned").read_text() == second
+        assert (tmp_path / "out" / "other").read_text() == other
+    finally:
+        engine.close()
+
+
+def test_every_path_to_a_token_agrees(
+    h: Harness, env: dict[str, str], dev: hvac.Client, prefix: str
+) -> None:
+    """Folder LIST, metadata read, data read and a pin give one token for one version: two
+    paths that disagreed would make the engine fetch every cycle."""
+    put(dev, f"{prefix}/a", {"v": new_value()})
+    put(dev, f"{prefix}/a", {"v": new_value()})
+    put(dev, f"{prefix}/b", {"v": new_value()})
+    latest, pinned = ref(f"{prefix}/a", key="v"), ref(f"{prefix}/a", key="v", version=2)
+    sibling = ref(f"{prefix}/b", key="v")
+    listing = dev_provider(h, env)
+    listed = listing.versions([latest, pinned, sibling])
+    assert h.counts() == {"lookup_self": 1, "list_metadata": 1}
+    per_secret = dev_provider(h, env, list_metadata=False).versions([latest, pinned])
+    fetched = listing.fetch([latest, pinned])
+    token = listed[latest]
+    assert isinstance(token, str) and token.startswith("2@")
+    created = dev.secrets.kv.v2.read_secret_metadata(path=f"{prefix}/a")["data"]["versions"]["2"]
+    assert token == f"2@{created['created_time']}"
+    assert listed[pinned] == per_secret[latest] == per_secret[pinned] == token
+    assert {r: f.token for r, f in fetched.items()} == {latest: token, pinned: token}  # type: ignore[union-attr]
+    old = ref(f"{prefix}/a", key="v", version=1)
+    assert listing.versions([old])[old] != token
+    gone = ref(f"{prefix}/a", key="v", version=7)
+    assert "version 7 not found" in error_of(listing.versions([gone])[gone])
+
+
+def test_one_json_rule_for_fields_and_the_whole_map(
+    h: Harness, env: dict[str, str], dev: hvac.Client, prefix: str
+) -> None:
+    """A string field is its text; any other field, and the whole map, compact JSON with
+    sorted keys and non-ASCII as is: the same bytes as every other provider's JSON pick."""
+    secret = {
+        "s": "two words",
+        "b": {"z": 1, "y": "\u00e9t\u00e9", "x": [True, None, 1.5]},
+        "n": 5432,
+        "t": False,
+    }
+    put(dev, f"{prefix}/doc", secret)
+    p = dev_provider(h, env)
+    refs = {k: ref(f"{prefix}/doc", key=k) for k in secret}
+    whole = ref(f"{prefix}/doc")
+    got = p.fetch([*refs.values(), whole])
+    nested = '{"x":[true,null,1.5],"y":"\u00e9t\u00e9","z":1}'
+    assert value_of(got[whole]) == f'{{"b":{nested},"n":5432,"s":"two words","t":false}}'.encode()
+    assert value_of(got[refs["b"]]) == nested.encode()
+    for key, r in refs.items():
+        assert value_of(got[r]) == json_field(json.dumps(secret), key), key
 
 
 # --------------------------------------------------------------------------- bad input
@@ -262,7 +363,7 @@ def test_bad_inputs_are_one_error_per_ref(
     deleted = ref(f"{prefix}/gone", key="v")
     not_b64 = ref(f"{prefix}/app", key="password", decode="base64")
     versions = p.versions([good, no_path, deleted])
-    assert versions[good] == "1"
+    assert numbers(versions)[good] == "1"
     assert f"secret/metadata/{prefix}/missing: not found" in error_of(versions[no_path])
     assert "current version 1 is deleted" in error_of(versions[deleted])
     got = p.fetch([good, no_path, no_field, null, deleted, not_b64])
@@ -321,8 +422,10 @@ def test_bad_token_and_unreachable_server(h: Harness, env: dict[str, str], prefi
     )
     result = down.versions([r])[r]
     assert isinstance(result, ProviderError) and result.transient
-    assert f"Vault at http://127.0.0.1:{port} is unreachable (after 3 attempts)" in str(result)
-    assert h.calls.snapshot()["vault"]["lookup_self"] == 1 + 3
+    # a refused connection is retried once, whatever 'retries' says (that is for 429/5xx)
+    assert f"Vault at http://127.0.0.1:{port} is unreachable" in str(result)
+    assert "(after 2 attempts)" in str(result)
+    assert h.calls.snapshot()["vault"]["lookup_self"] == 1 + 2
 
 
 def test_config_refuses_nonsense() -> None:
@@ -353,7 +456,7 @@ def test_tls_good_ca_works_wrong_ca_fails(
     good = h.provider(
         addr=env["SYNCD_VAULT_TLS_ADDR"], ca_cert=env["SYNCD_VAULT_TLS_CACERT"], auth=auth
     )
-    assert good.versions([r]) == {r: "1"}
+    assert numbers(good.versions([r])) == {r: "1"}
     assert value_of(good.fetch([r])[r]) == value.encode()
 
     other_ca = tmp_path / "other-ca.pem"
@@ -419,7 +522,7 @@ def test_sealed_server_5xx_is_retried_then_transient(
         backoff="200ms",
         auth={"method": "token", "token_file": token},
     )
-    assert quick.versions([r]) == {r: "1"} and patient.versions([r]) == {r: "1"}
+    assert numbers(quick.versions([r])) == {r: "1"} and numbers(patient.versions([r])) == {r: "1"}
     prod.sys.seal()
     unsealer = threading.Timer(
         1.0, lambda: prod.sys.submit_unseal_key(env["SYNCD_VAULT_PROD_UNSEAL_KEY"])
@@ -435,6 +538,90 @@ def test_sealed_server_5xx_is_retried_then_transient(
         unsealer.join()
         if prod.sys.is_sealed():
             prod.sys.submit_unseal_key(env["SYNCD_VAULT_PROD_UNSEAL_KEY"])
+
+
+# --------------------------------------------------------------------------- dead servers
+
+
+class _HungVault(BaseHTTPRequestHandler):
+    """A Vault that answers ``lookup-self`` (so a token is in hand) and hangs on the rest."""
+
+    release: ClassVar[threading.Event]
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/v1/auth/token/lookup-self"):
+            body = json.dumps({"data": {"ttl": 0, "renewable": False}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        type(self).release.wait(60)  # accepted, read, never answered
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_hung_server_costs_a_cycle_two_timeouts_with_defaults(tmp_path: Path) -> None:
+    """Default settings, 20 secrets, a server that accepts and never answers: the first
+    reads time out twice (5 s each), and the hold fails the others at once."""
+    handler = type("Hung", (_HungVault,), {"release": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    addr = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        engine = Engine(load_config(_dead_config(tmp_path, addr, 20)))
+        elapsed, result = _timed_cycle(engine, bound=15.0)
+        engine.close()
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+    errors = [i.error or "" for i in result.items]
+    assert len(errors) == 20 and all(
+        f"Vault at {addr} did not answer within 5 s" in e for e in errors
+    )
+    calls = result.calls["vault"]
+    assert calls["lookup_self"] == 1
+    assert calls["read_metadata"] <= 2 * 8, "only the first pool-full of reads is sent, twice"
+    assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("kind", ["refused", "reset"])
+def test_dead_server_fails_a_cycle_fast_with_defaults(tmp_path: Path, kind: str) -> None:
+    """A port nobody listens on, or a server that resets every connection: under a second."""
+    with _resetting_port() as port:
+        target = _closed_port() if kind == "refused" else port
+        engine = Engine(load_config(_dead_config(tmp_path, f"http://127.0.0.1:{target}", 5)))
+        elapsed, result = _timed_cycle(engine, bound=3.0)
+        engine.close()
+    assert all("is unreachable" in (i.error or "") for i in result.items)
+    assert result.calls["vault"] == {"lookup_self": 2}  # tried, retried once, then given up
+    assert elapsed < 3.0, f"{elapsed:.1f}s"
+
+
+def _dead_config(tmp_path: Path, addr: str, n: int) -> Path:
+    (tmp_path / "token").write_text("not-a-real-token")
+    doc = {
+        "providers": {
+            "vault": {
+                "type": "vault",
+                "addr": addr,
+                "auth": {"method": "token", "token_file": "token"},
+            }
+        },
+        "target": {"type": "files", "directory": "out"},
+        "secrets": [
+            {"name": f"s{i}", "from": {"provider": "vault", "path": f"f{i}/s", "key": "v"}}
+            for i in range(n)
+        ],
+    }
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 # --------------------------------------------------------------------------- auth + tokens
@@ -467,7 +654,7 @@ def test_approle_logs_in_once_per_process(
     p = _approle_provider(h, env, prod, prefix, token_ttl="1h")
     r = ref(f"{prefix}/a", key="v")
     for _ in range(3):  # three cycles
-        assert p.versions([r]) == {r: "1"}
+        assert numbers(p.versions([r])) == {r: "1"}
     assert value_of(p.fetch([r])[r]) == value.encode()
     assert h.counts() == {"login": 1, "read_metadata": 3, "read": 1}
     p.close()
@@ -492,14 +679,16 @@ def test_renewal_at_two_thirds_of_ttl_then_login_at_max_ttl(
     put(prod, f"{prefix}/r", {"v": new_value()})
     p = _approle_provider(h, env, prod, prefix, token_ttl="3s", token_max_ttl="5s")
     r = ref(f"{prefix}/r", key="v")
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     assert h.counts() == {"login": 1, "read_metadata": 1}
     time.sleep(2.5)  # past 2/3 of 3 s: the timer renewed between "cycles"
     assert h.counts().get("renew") == 1
     # renewed again at ~4 s but capped by the 5 s max TTL, so the next step was a fresh login
     time.sleep(3.0)
     assert h.counts()["login"] == 2 and h.counts()["renew"] == 2
-    assert p.versions([r]) == {r: "1"}  # the token in hand works after the first one's max TTL
+    assert numbers(p.versions([r])) == {
+        r: "1"
+    }  # the token in hand works after the first one's max TTL
     assert h.counts()["read_metadata"] == 2
 
 
@@ -509,9 +698,9 @@ def test_revoked_token_logs_in_again_once(
     put(prod, f"{prefix}/v", {"v": new_value()})
     p = _approle_provider(h, env, prod, prefix, token_ttl="1h")
     r = ref(f"{prefix}/v", key="v")
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     prod.auth.token.revoke(p._client.token)
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     assert h.counts()["login"] == 2 and h.counts()["lookup_self"] == 1
 
 
@@ -525,12 +714,12 @@ def test_expired_static_token_is_reported_then_rereads_token_file(
         addr=env["SYNCD_VAULT_PROD_ADDR"], auth={"method": "token", "token_file": token_file}
     )
     r = ref(f"{prefix}/e", key="v")
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     time.sleep(2.5)
     text = error_of(p.versions([r])[r])
     assert "the token was refused (HTTP 403" in text and "expired, revoked or wrong" in text
     h.file("token", child_token(prod, policies=["syncd-read"], ttl="1h"))  # an agent rotates it
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
 
 
 def test_renewable_static_token_is_renewed(
@@ -543,9 +732,9 @@ def test_renewable_static_token_is_renewed(
         auth={"method": "token", "token_file": h.file("t", token)},
     )
     r = ref(f"{prefix}/n", key="v")
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     time.sleep(4.5)  # past the original TTL: alive only because it was renewed
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     assert h.counts()["renew"] >= 2 and h.counts()["lookup_self"] == 1
 
 
@@ -710,7 +899,7 @@ def test_token_from_environment(
     monkeypatch.setenv("VAULT_TOKEN", env["VAULT_TOKEN"])
     p = h.provider()
     r = ref(f"{prefix}/e", key="v")
-    assert p.versions([r]) == {r: "1"}
+    assert numbers(p.versions([r])) == {r: "1"}
     monkeypatch.delenv("VAULT_TOKEN")
     text = error_of(h.provider().versions([r])[r])
     assert "no token: set VAULT_TOKEN or auth.token_file" in text
@@ -835,12 +1024,36 @@ def test_cli_once_end_to_end(
     assert (tmp_path / "out" / "api_key").read_bytes() == canary.encode()
 
 
+def test_check_names_a_missing_hvac_with_file_and_line(tmp_path: Path, env: dict[str, str]) -> None:
+    """Without hvac, ``syncd check`` fails on the provider's ``type:`` line, naming the extra."""
+    config = _config(tmp_path, env, [{"name": "x", "from": {"provider": "vault", "path": "a"}}])
+    line = config.read_text().splitlines().index("    type: vault") + 1
+    blocked = "import sys; sys.modules['hvac'] = None; from syncd.cli import main; sys.exit(main())"
+    python = str(ROOT / ".venv" / "bin" / "python")
+    run = subprocess.run(
+        [python, "-c", blocked, "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"{config}:{line}: providers.vault.type:" in run.stderr
+    assert "needs hvac: pip install 'syncd[vault]'" in run.stderr
+    ok = subprocess.run(
+        [python, "-m", "syncd", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
 # --------------------------------------------------------------------------- utilities
 
 
 def _closed_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -868,3 +1081,43 @@ def _self_signed_ca() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, Any]:
+    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(bound + 1.0)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
+    return elapsed, box["r"]
+
+
+@contextmanager
+def _resetting_port() -> Iterator[int]:
+    """A loopback port that accepts every connection and resets it at once (RST)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

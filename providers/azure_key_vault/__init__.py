@@ -10,30 +10,70 @@ no batch read). A pinned ``version`` needs no listing: its id is its version.
 Key Vault timestamps have whole-second resolution, so two writes in the same second would look
 alike. A timestamp younger than ``FRESH_SECONDS`` is therefore not trusted as a version id
 (``None``: the engine reads the value), which costs at most one extra read after a change.
+"Younger" is measured on the vault's clock (the ``Date`` header of its latest answer), not on
+this host's: a host clock running ahead would otherwise trust a fresh timestamp.
+
+The timestamp also tells a re-created secret apart: Key Vault soft-deletes, so a name comes
+back only after a purge, as a new secret whose version has a new ``updated`` time (a recovered
+secret keeps its versions and timestamps, and its value).
+
+A dead vault must not hold a cycle: a timeout or a refused or dropped connection is retried
+once (``retry_connect``/``retry_read``), and after a call gave up that way the provider's
+other calls fail at once for ``HOLD`` seconds. The credential (Entra ID) gets the same
+transport settings. With the defaults a vault that accepts and never answers costs a cycle
+about ``2 x timeout``.
 
 Every HTTP request that reaches the wire is counted by a response hook (operations
 ``list_secrets``, ``get_secret``, ``auth_challenge``; throttled and failed attempts included),
 so retries and the challenge round trip show in the call counts, not only the logical calls.
+
+Submodules: ``settings`` (config and reference), ``failures`` (errors as sentences, which of
+them are a dead vault). The SDK is imported only when a provider is built, so ``syncd check``
+works without it and says which extra to install.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
-import ssl
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
+from providers.azure_key_vault.failures import (
+    TRANSPORT_RETRIES,
+    Held,
+    explain,
+    is_transport,
+    status_of,
+)
+from providers.azure_key_vault.settings import (
+    AzureKeyVaultConfig,
+    AzureKeyVaultRef,
+    CertificateAuth,
+    ClientSecretAuth,
+    DefaultAuth,
+)
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field, utf8
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
+
+__all__ = [
+    "FRESH_SECONDS",
+    "AzureKeyVaultConfig",
+    "AzureKeyVaultProvider",
+    "AzureKeyVaultRef",
+    "CertificateAuth",
+    "ClientSecretAuth",
+    "DefaultAuth",
+]
 
 log = logging.getLogger("syncd.providers.azure_key_vault")
 
@@ -53,123 +93,10 @@ KNOWN_AUTHORITIES = frozenset(
     }
 )
 INSTALL_HINT = "pip install 'syncd[azure]'"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DefaultAuth(_Strict):
-    """``DefaultAzureCredential``: environment, workload identity, managed identity, CLI..."""
-
-    method: Literal["default"] = "default"
-    managed_identity_client_id: str | None = Field(
-        None, description="Client id of a user-assigned managed identity."
-    )
-
-
-class _SecretSource(_Strict):
-    """A secret read from a file or an environment variable, never written in the config."""
-
-    @staticmethod
-    def _one_of(file: str | None, env: str | None, what: str) -> None:
-        if (file is None) == (env is None):
-            raise ValueError(f"give exactly one of {what}_file or {what}_env")
-
-
-class ClientSecretAuth(_SecretSource):
-    """A service principal with a client secret read from a file or an environment variable."""
-
-    method: Literal["client-secret"]
-    tenant_id: str = Field(min_length=1)
-    client_id: str = Field(min_length=1)
-    client_secret_file: str | None = Field(None, description="File holding the client secret.")
-    client_secret_env: str | None = Field(
-        None, description="Environment variable holding the client secret."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> ClientSecretAuth:
-        self._one_of(self.client_secret_file, self.client_secret_env, "client_secret")
-        return self
-
-
-class CertificateAuth(_SecretSource):
-    """A service principal with a certificate (PEM or PKCS12 with its private key)."""
-
-    method: Literal["certificate"]
-    tenant_id: str = Field(min_length=1)
-    client_id: str = Field(min_length=1)
-    certificate_path: str = Field(description="PEM or PKCS12 file with the private key.")
-    certificate_password_file: str | None = None
-    certificate_password_env: str | None = None
-    send_certificate_chain: bool = Field(
-        False, description="Send the x5c header (subject name / issuer authentication)."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> CertificateAuth:
-        if self.certificate_password_file and self.certificate_password_env:
-            raise ValueError(
-                "give at most one of certificate_password_file or certificate_password_env"
-            )
-        return self
-
-
-Auth = Annotated[DefaultAuth | ClientSecretAuth | CertificateAuth, Field(discriminator="method")]
-
-
-class AzureKeyVaultConfig(ProviderConfig):
-    """``{type: azure-key-vault, vault_url: https://my-vault.vault.azure.net}``."""
-
-    type: Literal["azure-key-vault"]
-    vault_url: str = Field(description="https://<vault>.vault.azure.net")
-    auth: Auth = Field(default_factory=DefaultAuth, description="How to get an Entra ID token.")
-    authority_host: str | None = Field(
-        None, description="Entra ID authority, e.g. https://login.microsoftonline.us."
-    )
-    ca_bundle: str | None = Field(
-        None, description="CA bundle (PEM) to trust for the vault and the authority."
-    )
-    verify_challenge_resource: bool = Field(
-        True, description="Check the auth challenge's resource matches the vault's domain."
-    )
-    concurrency: int = Field(8, ge=1, le=64, description="Parallel get_secret calls.")
-    retry_total: int = Field(6, ge=0, le=20, description="Retries on 408/429/5xx and errors.")
-    retry_backoff_factor: float = Field(0.8, ge=0, description="Exponential backoff base (s).")
-    retry_backoff_max: float = Field(60.0, gt=0, description="Longest backoff (s).")
-    timeout: float = Field(30.0, gt=0, description="Connect and read timeout (s).")
-
-    @field_validator("vault_url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError("vault_url must be an https:// URL")
-        return value.rstrip("/")
-
-
-class AzureKeyVaultRef(Ref):
-    """``{provider: kv, name: db-password, version: <32 hex>, key: password}``."""
-
-    name: str = Field(
-        pattern=r"^[0-9a-zA-Z-]{1,127}$", description="Secret name (letters, digits, dashes)."
-    )
-    version: str | None = Field(
-        None, pattern=r"^[0-9a-fA-F]{32}$", description="Pin one version (32 hex digits)."
-    )
-    key: str | None = Field(
-        None, min_length=1, description="Pick one field of a JSON object value."
-    )
-
-    def describe(self) -> str:
-        """``kv:db-password``, ``kv:db-password/<version>``, ``kv:db-password#key``."""
-        text = f"{self.provider}:{self.name}"
-        if self.version:
-            text += f"/{self.version}"
-        if self.key:
-            text += f"#{self.key}"
-        return text
+#: What the provider imports when it is built (checked at config load without importing).
+NEEDS = ("azure.keyvault.secrets", "azure.identity")
+#: After a call gave up on a dead vault, the provider's other calls fail at once this long.
+HOLD = 10.0
 
 
 class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
@@ -179,6 +106,14 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     config_model: ClassVar[type[ProviderConfig]] = AzureKeyVaultConfig
     ref_model: ClassVar[type[Ref]] = AzureKeyVaultRef
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """The Azure SDK not installed: name the extra, without importing it."""
+        missing = [name for name in NEEDS if not _installed(name)]
+        if missing:
+            return f"the azure-key-vault provider needs {' and '.join(missing)}: {INSTALL_HINT}"
+        return None
+
     def __init__(self, config: AzureKeyVaultConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)
         try:
@@ -187,6 +122,9 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         except ImportError as exc:
             raise SyncdError(f"the Azure SDK is not installed ({INSTALL_HINT})") from exc
         self._ca = self._path(config.ca_bundle) if config.ca_bundle else None
+        self._lock = threading.Lock()
+        self._dead: tuple[float, str] | None = None  # (monotonic time, why) of the last give-up
+        self._clock: tuple[float, float] | None = None  # (vault's Date, monotonic) last seen
         self._credential = self._make_credential()
 
         class JitterRetryPolicy(RetryPolicy[Any, Any]):
@@ -196,21 +134,12 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
                 backoff: float = super().get_backoff_time(settings)
                 return backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
 
-        transport: dict[str, Any] = {
-            "connection_timeout": config.timeout,
-            "read_timeout": config.timeout,
-        }
-        if self._ca:
-            transport["connection_verify"] = self._ca
+        transport = self._transport()
         self._client = SecretClient(
             vault_url=config.vault_url,
             credential=self._credential,
             verify_challenge_resource=config.verify_challenge_resource,
-            retry_policy=JitterRetryPolicy(
-                retry_total=config.retry_total,
-                retry_backoff_factor=config.retry_backoff_factor,
-                retry_backoff_max=config.retry_backoff_max,
-            ),
+            retry_policy=JitterRetryPolicy(**self._retries()),
             raw_response_hook=self._on_response,
             **transport,
         )
@@ -220,6 +149,31 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
 
     def _path(self, value: str) -> str:
         return str((self.context.base_dir / os.path.expanduser(value)).resolve())
+
+    def _transport(self) -> dict[str, Any]:
+        """azure-core transport settings (its defaults wait 300 s to connect and to read)."""
+        settings: dict[str, Any] = {
+            "connection_timeout": self.config.timeout,
+            "read_timeout": self.config.timeout,
+        }
+        if self._ca:
+            settings["connection_verify"] = self._ca
+        return settings
+
+    def _retries(self) -> dict[str, Any]:
+        """azure-core retry settings: ``retry_total`` for answers, one retry for transport.
+
+        ``retry_status`` defaults to 3 in azure-core, which would cap ``retry_total`` quietly.
+        """
+        config = self.config
+        return {
+            "retry_total": config.retry_total,
+            "retry_status": config.retry_total,
+            "retry_connect": TRANSPORT_RETRIES,
+            "retry_read": TRANSPORT_RETRIES,
+            "retry_backoff_factor": config.retry_backoff_factor,
+            "retry_backoff_max": config.retry_backoff_max,
+        }
 
     def _read_secret(self, file: str | None, env: str | None, what: str) -> str:
         """Read a credential from its file or environment variable (never from the config)."""
@@ -245,7 +199,10 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         except ImportError as exc:
             raise SyncdError(f"azure-identity is not installed ({INSTALL_HINT})") from exc
         config = self.config
-        common: dict[str, Any] = {}
+        common: dict[str, Any] = {
+            "connection_timeout": config.timeout,
+            "read_timeout": config.timeout,
+        }
         if config.authority_host:
             common["authority"] = config.authority_host
             host = urlsplit(config.authority_host).hostname or ""
@@ -258,7 +215,9 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             secret = self._read_secret(
                 auth.client_secret_file, auth.client_secret_env, "client secret"
             )
-            return identity.ClientSecretCredential(auth.tenant_id, auth.client_id, secret, **common)
+            return identity.ClientSecretCredential(
+                auth.tenant_id, auth.client_id, secret, **common, **self._retries()
+            )
         if isinstance(auth, CertificateAuth):
             password = None
             if auth.certificate_password_file or auth.certificate_password_env:
@@ -279,9 +238,11 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
                 password=password,
                 send_certificate_chain=auth.send_certificate_chain,
                 **common,
+                **self._retries(),
             )
         if auth.managed_identity_client_id:
             common["managed_identity_client_id"] = auth.managed_identity_client_id
+        # the timeouts only: managed identity has retry rules of its own (IMDS asks for them)
         return identity.DefaultAzureCredential(**common)
 
     def close(self) -> None:
@@ -294,9 +255,11 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     # ------------------------------------------------------------------ counting
 
     def _on_response(self, response: Any) -> None:
-        """Count one HTTP request that got a response (retries and challenges included)."""
+        """Count one HTTP request that got a response (retries and challenges included), and
+        note the vault's clock from its ``Date`` header."""
         http = response.http_response
         status = http.status_code
+        self._note_clock(http.headers.get("Date"))
         segments = [s for s in urlsplit(http.request.url).path.split("/") if s]
         if status == 401 and "WWW-Authenticate" in http.headers:
             operation = "auth_challenge"
@@ -307,6 +270,44 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         else:
             operation = http.request.method.lower()
         self.count(operation, status="ok" if status < 400 else str(status))
+
+    def _note_clock(self, date: object) -> None:
+        if not isinstance(date, str):
+            return
+        try:
+            when = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        with self._lock:
+            self._clock = (when, time.monotonic())
+
+    def _vault_now(self) -> float:
+        """The vault's time now: its last ``Date`` plus what passed since (truncated to the
+        second, so it errs early, the safe side); this host's clock before any answer."""
+        with self._lock:
+            clock = self._clock
+        if clock is None:
+            return time.time()
+        return clock[0] + (time.monotonic() - clock[1])
+
+    # ------------------------------------------------------------------ dead vault
+
+    def _check_hold(self) -> None:
+        with self._lock:
+            dead = self._dead
+        if dead is not None and time.monotonic() - dead[0] < HOLD:
+            raise Held(f"not sent, because {dead[1]} (no call for {HOLD:g} s after that)")
+
+    def _note_failure(self, exc: BaseException, doing: str) -> None:
+        """A call gave up on a dead vault (or authority): hold the others for ``HOLD``."""
+        if is_transport(exc):
+            message, _ = self._explain(exc, doing)
+            with self._lock:
+                self._dead = (time.monotonic(), message)
+
+    def _note_success(self) -> None:
+        with self._lock:
+            self._dead = None
 
     # ------------------------------------------------------------------ the interface
 
@@ -324,11 +325,13 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             result.update(dict.fromkeys(unpinned))
             return result
         try:
+            self._check_hold()
             listed = self._list()
         except Exception as exc:  # noqa: BLE001 - mapped to one error per reference
-            if getattr(exc, "response", None) is None:
+            if getattr(exc, "response", None) is None and not isinstance(exc, Held):
                 self.count("list_secrets", status="error")  # never reached the server
-            if _status(exc) == 403:
+                self._note_failure(exc, "listing secrets")
+            if status_of(exc) == 403:
                 log.warning(
                     "provider %r: not allowed to list secrets in %s; reading every secret each "
                     "cycle for the next hour (grant list permission for cheap change detection)",
@@ -341,7 +344,8 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             message, transient = self._explain(exc, "listing secrets")
             result.update({ref: self.error(ref, message, transient=transient) for ref in unpinned})
             return result
-        now = time.time()
+        self._note_success()
+        now = self._vault_now()
         for ref in unpinned:
             entry = listed.get(ref.name)
             if entry is None:
@@ -362,7 +366,7 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         workers = min(self.config.concurrency, len(wanted))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azure-kv") as pool:
             got = dict(zip(wanted, pool.map(self._get, wanted), strict=True))
-        now = time.time()
+        now = self._vault_now()
         return {ref: self._value(ref, got[(ref.name, ref.version)], now) for ref in refs}
 
     # ------------------------------------------------------------------ helpers
@@ -386,33 +390,36 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         """The ``KeyVaultSecret`` or the exception (mapped per reference by the caller)."""
         name, version = key
         try:
-            return self._client.get_secret(name, version)
+            self._check_hold()
+            secret = self._client.get_secret(name, version)
         except Exception as exc:  # noqa: BLE001 - one failed secret must not stop the others
-            if getattr(exc, "response", None) is None:
+            if getattr(exc, "response", None) is None and not isinstance(exc, Held):
                 self.count("get_secret", status="error")  # never reached the server
+                self._note_failure(exc, f"reading secret {name!r}")
             return exc
+        self._note_success()
+        return secret
 
     def _value(self, ref: AzureKeyVaultRef, got: Any, now: float) -> Fetched | ProviderError:
         if isinstance(got, Exception):
             version = f" version {ref.version}" if ref.version else ""
             what = f"reading secret {ref.name!r}{version}"
-            if _status(got) == 404:
+            if status_of(got) == 404:
                 where = (
                     f"version {ref.version} of secret {ref.name!r}"
                     if ref.version
                     else (f"secret {ref.name!r}")
                 )
                 return self.error(ref, f"{where} not found in {self._vault}")
-            if _status(got) == 403 and "disabled" in str(got):
+            if status_of(got) == 403 and "disabled" in str(got):
                 return self.error(ref, f"secret {ref.name!r} is disabled in {self._vault}")
             message, transient = self._explain(got, what)
             return self.error(ref, message, transient=transient)
-        data = (got.value or "").encode("utf-8")
-        if ref.key is not None:
-            try:
-                data = json_field(got.value or "", ref.key)
-            except ValueError as exc:
-                return self.error(ref, f"secret {ref.name!r}: {exc}")
+        try:
+            text = got.value or ""
+            data = json_field(text, ref.key) if ref.key is not None else utf8(text)
+        except ValueError as exc:
+            return self.error(ref, f"secret {ref.name!r}: {exc}")
         if ref.version:
             token: str | None = f"v:{ref.version}"
         else:
@@ -425,40 +432,15 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
 
     def _explain(self, exc: BaseException, doing: str) -> tuple[str, bool]:
         """A one-line, value-free reason for a failed call, and whether it may pass by itself."""
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
+        return explain(exc, doing, vault=self._vault, retry_total=self.config.retry_total)
 
-        vault = self._vault
-        if _is_tls_error(exc):
-            return (
-                f"{doing}: TLS certificate of {vault} or of the authority not trusted "
-                "(set ca_bundle to the CA that signed it)",
-                False,
-            )
-        if isinstance(exc, ClientAuthenticationError):
-            return f"{doing}: authentication failed: {_first_line(exc)}", False
-        if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-            code = exc.status_code
-            if code == 429:
-                return (
-                    f"{doing}: throttled by {vault} (429) after {self.config.retry_total} retries",
-                    True,
-                )
-            if code >= 500 or code == 408:
-                return (
-                    f"{doing}: {vault} answered {code} after {self.config.retry_total} retries",
-                    True,
-                )
-            if code == 403:
-                return f"{doing}: access denied by {vault} (403): {_first_line(exc)}", False
-            return f"{doing}: {vault} answered {code}: {_first_line(exc)}", False
-        if isinstance(exc, ServiceRequestError | ServiceResponseError):
-            return f"{doing}: can't reach {vault}: {_first_line(exc)}", True
-        return f"{doing}: {type(exc).__name__}: {_first_line(exc)}", False
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (cheap at config load)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _timestamp_token(updated: float | None, now: float) -> str | None:
@@ -466,30 +448,3 @@ def _timestamp_token(updated: float | None, now: float) -> str | None:
     if updated is None or now - updated < FRESH_SECONDS:
         return None
     return f"u:{int(updated)}"
-
-
-def _status(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None)
-    return code if isinstance(code, int) else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line[:300]
-
-
-def _is_tls_error(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        inner = getattr(current, "inner_exception", None)
-        current = (
-            inner
-            if isinstance(inner, BaseException)
-            else (current.__cause__ or current.__context__)
-        )
-    return False
