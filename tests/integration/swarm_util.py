@@ -29,7 +29,7 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
-from tests.conftest import wait_until
+from tests.conftest import backend_env, wait_until
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,9 +125,9 @@ class Project:
     def key_config(self) -> str:
         return f"{self.prefix}fingerprint-key"
 
-    def set_values(self, values: dict[str, str]) -> None:
-        """Rewrite the source file; a new mtime/size is what the file provider detects."""
-        path = self.root / "keys.yaml"
+    def set_values(self, values: dict[str, str], *, filename: str = "keys.yaml") -> None:
+        """Rewrite a source file; a new mtime/size is what the file provider detects."""
+        path = self.root / filename
         path.write_text(yaml.safe_dump(values, default_style='"'), encoding="utf-8")
         # make sure the stat token changes even within one mtime tick
         os.utime(path, ns=(time.time_ns(), time.time_ns()))
@@ -140,18 +140,30 @@ class Project:
         timeout: str = "90s",
         target: dict[str, Any] | None = None,
         filename: str = "syncd.yaml",
+        source: str = "keys.yaml",
+        instance: str | None = None,
+        prune: bool = False,
     ) -> Path:
-        doc = {
-            "providers": {"local": {"type": "file", "path": "keys.yaml"}},
-            "target": {
-                "type": "swarm",
-                "docker_host": self.swarm.host,
-                "key_config": self.key_config,
-                **(target or {}),
-            },
+        """A config of the file provider ``local`` (``source``) into the test swarm.
+
+        ``target`` entries override the defaults; one set to ``None`` is left out (e.g.
+        ``key_config``, to use the instance's default key config).
+        """
+        block = {
+            "type": "swarm",
+            "docker_host": self.swarm.host,
+            "key_config": self.key_config,
+            **(target or {}),
+        }
+        doc: dict[str, Any] = {
+            "providers": {"local": {"type": "file", "path": source}},
+            "target": {k: v for k, v in block.items() if v is not None},
             "defaults": {"keep": keep, "timeout": timeout},
+            "prune": prune,
             "secrets": list(secret_specs),
         }
+        if instance is not None:
+            doc["instance"] = instance
         path = self.root / filename
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         return path
@@ -165,6 +177,48 @@ class Project:
             return own.run_cycle()
         finally:
             own.close()
+
+    def instance(self, suffix: str) -> str:
+        """An installation name of this test (cleanup removes its key config)."""
+        return f"{self.prefix}{suffix}"
+
+    def indexes(self) -> dict[tuple[str, str], int]:
+        """The version index of each of this test's secrets, configs and services: any write
+        to one of them moves its index, so equal snapshots mean nothing was written."""
+        api = self.swarm.api
+        found: dict[tuple[str, str], int] = {}
+        for kind, listed in (("secret", api.secrets()), ("config", api.configs())):
+            for obj in listed:
+                spec = obj["Spec"]
+                if self._owns(spec["Name"], spec.get("Labels") or {}):
+                    found[(kind, spec["Name"])] = obj["Version"]["Index"]
+        for service in api.services():
+            if service["Spec"]["Name"] in self.services:
+                found[("service", service["Spec"]["Name"])] = service["Version"]["Index"]
+        return found
+
+    def relabel(self, kind: str, name: str, change: Callable[[dict[str, str]], None]) -> None:
+        """Change the labels of a secret or config (``kind``) in place, as another tool or an
+        older syncd could have left them."""
+        api = self.swarm.api
+        obj = next(o for o in getattr(api, f"{kind}s")() if o["Spec"]["Name"] == name)
+        spec = obj["Spec"]
+        labels = dict(spec.get("Labels") or {})
+        change(labels)
+        spec["Labels"] = labels
+        url = api._url(f"/{kind}s/{{0}}/update", obj["ID"])
+        response = api._post_json(url, data=spec, params={"version": obj["Version"]["Index"]})
+        api._raise_for_status(response)
+
+    def _owns(self, name: str, labels: dict[str, str]) -> bool:
+        logical = labels.get("syncd.name", "")
+        return (
+            name.startswith(self.prefix)
+            or name in self.extra_secrets
+            or logical.startswith(self.prefix)
+            or logical in self.extra_secrets
+            or labels.get("syncd.instance", "").startswith(self.prefix)
+        )
 
     def syncd(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the ``syncd`` CLI."""
@@ -253,17 +307,11 @@ class Project:
             except docker.errors.NotFound:
                 continue
         for secret in api.secrets():
-            spec = secret["Spec"]
-            logical = (spec.get("Labels") or {}).get("syncd.name", "")
-            if (
-                spec["Name"].startswith(self.prefix)
-                or spec["Name"] in self.extra_secrets
-                or logical.startswith(self.prefix)
-                or logical in self.extra_secrets
-            ):
+            if self._owns(secret["Spec"]["Name"], secret["Spec"].get("Labels") or {}):
                 _remove_quietly(api.remove_secret, secret["ID"])
-        for cfg in api.configs(filters={"name": self.prefix}):
-            _remove_quietly(api.remove_config, cfg["ID"])
+        for cfg in api.configs():
+            if self._owns(cfg["Spec"]["Name"], cfg["Spec"].get("Labels") or {}):
+                _remove_quietly(api.remove_config, cfg["ID"])
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -278,6 +326,44 @@ def new_project(swarm: Swarm) -> Project:
     prefix = "t" + secrets.token_hex(3) + "-"
     root = Path(tempfile.mkdtemp(prefix="syncd-swarm-"))
     return Project(root=root, swarm=swarm, prefix=prefix)
+
+
+@pytest.fixture(scope="module", name="swarm")
+def swarm_fixture() -> Iterator[Swarm]:
+    """The running test swarm (import this fixture into a test module to use it)."""
+    env = backend_env("swarm")
+    api = docker.APIClient(base_url=env["DOCKER_HOST"], version="auto", timeout=60)
+    yield Swarm(env=env, api=api)
+    api.close()
+
+
+@pytest.fixture(name="project")
+def project_fixture(swarm: Swarm) -> Iterator[Project]:
+    """A scratch project on the swarm, cleaned up afterwards."""
+    p = new_project(swarm)
+    yield p
+    p.cleanup()
+
+
+def single(name: str, key: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A one-value secret read from the source file's ``key`` (default: ``name``)."""
+    return {"name": name, "from": {"provider": "local", "key": key or name}, **extra}
+
+
+def item(result: CycleResult, name: str) -> Any:
+    """The plan item of one secret."""
+    return next(i for i in result.items if i.name == name)
+
+
+def labels_of(swarm: Swarm, secret: str) -> dict[str, str]:
+    """A secret's labels, as Docker reports them."""
+    labels: dict[str, str] = swarm.api.inspect_secret(secret)["Spec"]["Labels"]
+    return labels
+
+
+def writes(result: CycleResult) -> dict[str, int]:
+    """The target writes of a cycle, by operation."""
+    return dict(result.calls.get("target", {}))
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -25,51 +24,23 @@ import pytest
 from syncd.config import load_config
 from syncd.errors import ConfigError
 from syncd.targets.swarm import MAX_SECRET_BYTES, SwarmTarget
-from tests.conftest import backend_env, new_value
-from tests.integration.swarm_util import (
+from tests.conftest import new_value
+from tests.integration.swarm_util import (  # noqa: F401 - swarm, project: fixtures
     IDLE,
     READER,
     Project,
     Swarm,
-    new_project,
+    item,
+    labels_of,
+    project_fixture,
+    single,
     standalone_dockerd,
+    swarm_fixture,
     wait_until,
+    writes,
 )
 
 pytestmark = pytest.mark.backend("swarm")
-
-
-@pytest.fixture(scope="module")
-def swarm() -> Iterator[Swarm]:
-    env = backend_env("swarm")
-    api = docker.APIClient(base_url=env["DOCKER_HOST"], version="auto", timeout=60)
-    yield Swarm(env=env, api=api)
-    api.close()
-
-
-@pytest.fixture
-def project(swarm: Swarm) -> Iterator[Project]:
-    p = new_project(swarm)
-    yield p
-    p.cleanup()
-
-
-def single(name: str, key: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A one-value secret read from ``keys.yaml``."""
-    return {"name": name, "from": {"provider": "local", "key": key or name}, **extra}
-
-
-def item(result: Any, name: str) -> Any:
-    return next(i for i in result.items if i.name == name)
-
-
-def labels_of(swarm: Swarm, secret: str) -> dict[str, str]:
-    labels: dict[str, str] = swarm.api.inspect_secret(secret)["Spec"]["Labels"]
-    return labels
-
-
-def writes(result: Any) -> dict[str, int]:
-    return dict(result.calls.get("target", {}))
 
 
 # ---------------------------------------------------------------------------- first sync
@@ -366,23 +337,6 @@ def test_name_taken_by_an_unmanaged_secret_is_not_overwritten(
     assert item(result, free).action == "create" and item(result, free).error is None
     assert swarm.api.inspect_secret(f"{taken}-v1")["ID"] == squatter["ID"]
     assert swarm.api.inspect_secret(f"{taken}-v1")["Spec"]["Labels"] == {}
-
-
-def test_missing_consumer_fails_that_secret_only(swarm: Swarm, project: Project) -> None:
-    lonely, shared = project.name("lonely"), project.name("shared")
-    swarm.api.create_secret(shared, new_value("hand-made-").encode())
-    service = project.service("api", secrets=[(shared, "shared")])
-    project.set_values({lonely: new_value(), shared: new_value()})
-    missing = project.name("nowhere")
-    config = project.config(
-        [single(lonely, consumers=[missing]), single(shared, consumers=[service])]
-    )
-    result = project.cycle(config)
-    assert item(result, lonely).action == "error"
-    assert missing in item(result, lonely).error and "not found" in item(result, lonely).error
-    assert not any(n.startswith(lonely) for n in swarm.secret_names(project.prefix))
-    assert (item(result, shared).action, item(result, shared).error) == ("create", None)
-    assert [r["SecretName"] for r in swarm.service_secrets(service)] == [f"{shared}-v1"]
 
 
 def test_unreachable_daemon_and_non_manager_node(swarm: Swarm, project: Project) -> None:
