@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +22,7 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
+from syncd.errors import SyncdError
 from tests.conftest import ROOT, new_value, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,8 +47,17 @@ class Project:
     def values(self, **values: str) -> None:
         (self.root / "keys.yaml").write_text(yaml.safe_dump(values))
 
-    def config(self, secrets: list[dict[str, Any]], **target: Any) -> Path:
+    def config(
+        self,
+        secrets: list[dict[str, Any]],
+        *,
+        top: dict[str, Any] | None = None,
+        file: str = "syncd.yaml",
+        **target: Any,
+    ) -> Path:
+        """Write a config; ``top`` adds top-level keys (``instance``, ``prune``...)."""
         doc = {
+            **(top or {}),
             "providers": {"local": {"type": "file", "path": "keys.yaml"}},
             "target": {
                 "type": "kubernetes",
@@ -62,16 +69,25 @@ class Project:
             "defaults": {"timeout": "60s"},
             "secrets": secrets,
         }
-        path = self.root / "syncd.yaml"
+        path = self.root / file
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
-    def cycle(self, path: Path | None = None) -> CycleResult:
+    def cycle(self, path: Path | None = None, **kwargs: Any) -> CycleResult:
         engine = Engine(load_config(path or self.root / "syncd.yaml"))
         try:
-            return engine.run_cycle()
+            return engine.run_cycle(**kwargs)
         finally:
             engine.close()
+
+    def syncd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The CLI, as a user runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "syncd", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -411,35 +427,107 @@ def test_bad_inputs_fail_alone(api, project, ns):
         [
             {"name": "too-big", "from": ref("big")},
             {"name": "fine", "from": ref("ok")},
-            {"name": "named", "from": ref("ok"), "consumers": ["Deployment/missing"]},
         ]
     )
     result = project.cycle(path)
     by_name = {i.name: i for i in result.items}
     assert "at most 1 MiB" in (by_name["too-big"].error or "")
-    assert "consumer 'Deployment/missing' does not exist" in (by_name["named"].error or "")
     assert by_name["fine"].action == "create"
     assert {n for n in secret_names(api, ns) if not n.startswith("syncd")} == {"fine-v1"}
+
+
+@pytest.mark.parametrize("named", ["Deployment/web", "web", "app=web"])
+def test_named_consumer_that_does_not_exist_yet_does_not_block_the_first_version(
+    api, project, ns, named
+):
+    """Stack users create secrets before they deploy: a named consumer that doesn't exist is
+    a note, v1 is created, and the consumer is repointed once it exists."""
+    project.values(key=new_value())
+    path = project.config([{"name": "api-key", "from": ref("key"), "consumers": [named]}])
+    first = project.cycle(path)
+    assert first.ok, first.items
+    (item,) = first.items
+    assert (item.action, item.version) == ("create", 1)
+    assert any("doesn't exist yet" in note for note in item.notes), item.notes
+    assert "api-key-v1" in secret_names(api, ns)
+    pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key-v1"}}])]}
+    api.AppsV1Api().create_namespaced_deployment(ns, deployment("web", pod))
+    wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
+    project.values(key=new_value())
+    second = project.cycle(path)
+    assert second.ok, second.items
+    assert second.items[0].consumers == [f"Deployment/{ns}/web"]
+    template = api.AppsV1Api().read_namespaced_deployment("web", ns).spec.template
+    assert template_secret_refs(template) == {"api-key-v2"}
 
 
 def test_config_errors_for_names_keys_and_namespaces(project, ns):
     path = project.config(
         [
-            {"name": "ok", "data": {"bad key!": ref("a")}},
+            {"name": "ok", "data": {"bad key!": ref("a"), "..x": ref("a")}},
             {"name": "elsewhere", "from": ref("a"), "namespace": "not-allowed"},
             {"name": "tls", "type": "kubernetes.io/tls", "data": {"tls.crt": ref("a")}},
+            {"name": "bad/name", "from": ref("a")},
+            {"name": "token", "type": "kubernetes.io/service-account-token", "from": ref("a")},
         ]
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "syncd", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    run = project.syncd("check", "--config", str(path))
     assert run.returncode == 1
     assert "secrets[0]: key 'bad key!' is not a valid Secret key" in run.stderr
+    assert "secrets[0]: key '..x' is not a valid Secret key" in run.stderr
     assert "secrets[1]: namespace 'not-allowed' is not the target's namespace" in run.stderr
     assert "secrets[2]: type kubernetes.io/tls needs the key(s) tls.key" in run.stderr
+    assert "secrets[3]: name 'bad/name' can't be a Kubernetes Secret name" in run.stderr
+    assert "secrets[4]: type kubernetes.io/service-account-token is managed by Kubernetes" in (
+        run.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "collide"),
+    [
+        ({"name": "a_b"}, {"name": "a-b"}, True),  # one DNS name for two logical names
+        ({"name": "API_KEY"}, {"name": "api-key"}, True),  # case folds too
+        ({"name": "a_b", "strategy": "in-place"}, {"name": "a-b", "strategy": "in-place"}, True),
+        ({"name": "token-v1", "strategy": "in-place"}, {"name": "token"}, True),
+        ({"name": "token-v12", "strategy": "in-place"}, {"name": "token"}, True),
+        ({"name": "a_b", "namespace": "other"}, {"name": "a-b"}, False),  # two namespaces
+        ({"name": "token-v0", "strategy": "in-place"}, {"name": "token"}, False),  # no v0
+        ({"name": "token-v1"}, {"name": "token"}, False),  # token-v1-vN is never token-vN
+        ({"name": "a_b", "strategy": "in-place"}, {"name": "a-b"}, False),
+    ],
+)
+def test_secrets_that_can_land_on_one_secret_name_are_refused_at_load(
+    project, first, second, collide
+):
+    path = project.config(
+        [{**first, "from": ref("a")}, {**second, "from": ref("b")}], namespaces=["other"]
+    )
+    run = project.syncd("check", "--config", str(path))
+    if not collide:
+        assert run.returncode == 0, run.stderr
+        return
+    assert run.returncode == 1, run.stdout
+    assert "secrets[1]:" in run.stderr and "can land on the same Secret name" in run.stderr
+    assert f"{first['name']!r}" in run.stderr
+
+
+def test_names_a_source_supplies_are_checked_per_item_at_run_time(api, project, ns, canary):
+    """for_each keys are input: one that can't be a Secret name, and two that would land on
+    one Secret name, fail alone; the good key syncs. No value shows in any error."""
+    project.values(**{"ok": new_value(), "a_b": canary, "a-b": new_value(), "bad key": canary})
+    path = project.config([{"name": "{key}", "for_each": {"provider": "local"}}])
+    result = project.cycle(path)
+    by_name = {i.name: i for i in result.items}
+    assert by_name["ok"].action == "create"
+    assert "can't be a Kubernetes Secret name" in (by_name["bad key"].error or "")
+    collided = [by_name[n].error or "" for n in ("a_b", "a-b")]
+    assert sum("can land on the same Secret name" in e for e in collided) == 1, collided
+    assert all(canary not in (i.error or "") for i in result.items)
+    assert {n for n in secret_names(api, ns) if n != "syncd-fingerprint-key"} <= {
+        "ok-v1",
+        "a-b-v1",
+    }
 
 
 def test_missing_namespace_and_api_down(api, project, tmp_path):
@@ -465,21 +553,177 @@ def test_no_change_cycle_is_constant_list_requests(project):
     project.values(**values)
     path = project.config([{"name": f"s-{k}", "from": ref(k)} for k in values])
     assert project.cycle(path).ok
-    run = subprocess.run(
-        [sys.executable, "-m", "syncd", "--config", str(path), "--once", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    run = project.syncd("--config", str(path), "--once", "--output", "json")
     doc = json.loads(run.stdout)
     assert doc["target_writes"] == 0
-    reads = doc["target_calls"]["read"]
-    assert reads.get("get_secret", 0) == 1  # the fingerprint key, once
-    assert reads["list_secret"] == 1
-    assert sum(reads.values()) <= 6  # key + secrets + 3 workload lists, whatever the count
+    # whatever the number of secrets: the key (one GET), the versions (one list), the
+    # default installation's one-off check for unlabelled objects (one list), one list per
+    # consumer kind, and one discovery request for the custom workloads (Argo Rollouts)
+    assert doc["target_calls"]["read"] == {
+        "get_secret": 1,
+        "list_secret": 2,
+        "list_deployment": 1,
+        "list_statefulset": 1,
+        "list_daemonset": 1,
+        "list_cronjob": 1,
+        "discover": 1,
+    }
 
 
-# ---------------------------------------------------------------------- RBAC and leader election
+def test_syncd_names_prints_the_name_a_manifest_uses(project):
+    project.values(a=new_value(), b=new_value())
+    path = project.config(
+        [
+            {"name": "api_key", "from": ref("a")},
+            {"name": "chart-secret", "from": ref("b"), "strategy": "in-place"},
+        ]
+    )
+    assert project.cycle(path).ok
+    run = project.syncd("names", "--config", str(path), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"api_key": "api-key-v1", "chart-secret": "chart-secret"}
+
+
+# ---------------------------------------------------------------------- stored metadata
+
+
+def test_a_type_edit_makes_a_new_version(api, project, ns):
+    project.values(crt=new_value(), key=new_value())
+    secret = {"name": "web-tls", "data": {"tls.crt": ref("crt"), "tls.key": ref("key")}}
+    path = project.config([secret])
+    assert project.cycle(path).items[0].version == 1
+    assert project.cycle(path).target_writes == 0  # no-change: the default type is no setting
+    path = project.config([{**secret, "type": "kubernetes.io/tls"}])
+    result = project.cycle(path)
+    assert result.ok, result.items
+    assert (result.items[0].action, result.items[0].version) == ("update", 2)
+    assert api.CoreV1Api().read_namespaced_secret("web-tls-v2", ns).type == "kubernetes.io/tls"
+    assert project.cycle(path).target_writes == 0
+
+
+def test_a_moved_source_is_recorded_so_later_cycles_read_nothing(api, project, ns):
+    """Two secrets read two keys of one file; one key changes. The other's version stays,
+    and its stored source reference moves with the file (a metadata patch), so the
+    following no-change runs - each a new process - read no value at all."""
+    project.values(a=new_value(), b=new_value())
+    path = project.config(
+        [{"name": "first", "from": ref("a")}, {"name": "second", "from": ref("b")}]
+    )
+    assert project.cycle(path).ok
+    before = api.CoreV1Api().read_namespaced_secret("second-v1", ns).metadata.annotations
+    values = yaml.safe_load((project.root / "keys.yaml").read_text())
+    project.values(a=new_value(), b=values["b"])
+    result = project.cycle(path)
+    assert [(i.name, i.action) for i in result.items] == [
+        ("first", "update"),
+        ("second", "unchanged"),
+    ]
+    after = api.CoreV1Api().read_namespaced_secret("second-v1", ns).metadata.annotations
+    assert after["syncd.io/source"] != before["syncd.io/source"]
+    assert result.calls["target"].get("patch_secret") == 1
+    for _ in range(2):
+        run = project.syncd("--config", str(path), "--once", "--output", "json")
+        doc = json.loads(run.stdout)
+        assert doc["target_writes"] == 0, doc
+        assert doc["provider_calls"]["local"].get("read", 0) == 0, doc["provider_calls"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",  # empty
+        base64.b64encode(b"k").decode(),  # 1 byte
+        base64.b64encode(b"k" * 31).decode(),
+        base64.b64encode(b"k" * 33).decode(),
+        base64.b64encode(b"k" * 64).decode(),
+        None,  # no key field at all
+    ],
+)
+def test_a_damaged_fingerprint_key_is_refused_with_how_to_repair(api, project, ns, stored):
+    data = {} if stored is None else {"key": stored}
+    api.CoreV1Api().create_namespaced_secret(
+        ns,
+        {
+            "metadata": {
+                "name": "syncd-fingerprint-key",
+                "labels": {"app.kubernetes.io/managed-by": "syncd"},
+            },
+            "data": data,
+        },
+    )
+    project.values(a=new_value())
+    path = project.config([{"name": "a", "from": ref("a")}])
+    run = project.syncd("--config", str(path), "--once")
+    assert run.returncode == 1
+    assert f"Secret {ns}/syncd-fingerprint-key holds no valid fingerprint key" in run.stderr
+    assert f"kubectl -n {ns} delete secret syncd-fingerprint-key" in run.stderr
+    assert "every secret gets one new version" in run.stderr
+    assert not any(n.startswith("a-") for n in secret_names(api, ns))  # nothing written
+
+
+# ---------------------------------------------------------------------- in-place
+
+
+def test_in_place_keeps_what_syncd_does_not_own(api, project, ns):
+    """A chart's Secret, synced in place: its labels, annotations, owner reference and
+    finalizer-free metadata survive every write; only data and syncd's own keys change."""
+    core = api.CoreV1Api()
+    owner_map = core.create_namespaced_config_map(ns, {"metadata": {"name": "release"}})
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {
+                "name": "chart-secret",
+                "labels": {"app": "chart", "helm.sh/chart": "chart-1.0"},
+                "annotations": {"meta.helm.sh/release-name": "release"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "release",
+                        "uid": owner_map.metadata.uid,
+                    }
+                ],
+            },
+            "stringData": {"chart-secret": "by-hand", "extra": "by-hand"},
+        },
+    )
+    path = project.config([{"name": "chart-secret", "from": ref("key"), "strategy": "in-place"}])
+    for version in (1, 2):
+        project.values(key=new_value())
+        result = project.cycle(path)
+        assert result.ok, result.items
+        assert result.items[0].version == version
+        secret = core.read_namespaced_secret("chart-secret", ns)
+        assert secret.metadata.labels["app"] == "chart"
+        assert secret.metadata.labels["helm.sh/chart"] == "chart-1.0"
+        assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "syncd"
+        assert secret.metadata.annotations["meta.helm.sh/release-name"] == "release"
+        assert secret.metadata.annotations["syncd.io/version"] == str(version)
+        assert [o.uid for o in secret.metadata.owner_references] == [owner_map.metadata.uid]
+        assert sorted(secret.data) == ["chart-secret"]
+
+
+def test_in_place_never_overwrites_another_managed_secret(api, project, ns):
+    """Another config's in-place ``a_b`` owns the Secret ``a-b``; an in-place ``a-b`` in a
+    config of its own would write over it: refused, the Secret untouched."""
+    project.values(key=new_value(), other=new_value())
+    first = project.config(
+        [{"name": "a_b", "from": ref("key"), "strategy": "in-place"}], file="a.yaml"
+    )
+    assert project.cycle(first).ok
+    before = api.CoreV1Api().read_namespaced_secret("a-b", ns)
+    second = project.config(
+        [{"name": "a-b", "from": ref("other"), "strategy": "in-place"}], file="b.yaml"
+    )
+    result = project.cycle(second)
+    assert not result.ok
+    assert "is another secret syncd manages ('a_b')" in (result.items[0].error or "")
+    after = api.CoreV1Api().read_namespaced_secret("a-b", ns)
+    assert after.metadata.resource_version == before.metadata.resource_version
+
+
+# ---------------------------------------------------------------------- RBAC
 
 
 def _token_kubeconfig(api: Any, kube_env: dict[str, str], ns: str, sa: str, path: Path) -> str:
@@ -524,8 +768,39 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
     )
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key"}}])]}
     api.AppsV1Api().create_namespaced_deployment(ns, deployment("web", pod, revisionHistoryLimit=0))
+    api.BatchV1Api().create_namespaced_cron_job(
+        ns,
+        {
+            "metadata": {"name": "report"},
+            "spec": {
+                "schedule": "0 0 1 1 *",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {"spec": {"restartPolicy": "Never", **pod}},
+                    }
+                },
+            },
+        },
+    )
     wait_until("initial rollout", lambda: rolled_out(api, ns, "web"))
     core.create_namespaced_secret(ns, {"metadata": {"name": "api-key"}, "stringData": {"k": "v"}})
+    # a hand-made Secret of an older release: adopted (labelled) with the Role's rights
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {
+                "name": "old-v1",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "syncd",
+                    "syncd.io/role": "version",
+                    "syncd.io/secret": "old",
+                    "syncd.io/version": "1",
+                },
+                "annotations": {"syncd.io/name": "old", "syncd.io/version": "1"},
+            },
+            "data": {"old": base64.b64encode(b"x").decode()},
+        },
+    )
     granted = _token_kubeconfig(api, kube_env, ns, "syncd", tmp_path / "sa.kubeconfig")
     project.values(key=new_value())
     path = project.config(
@@ -534,7 +809,10 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
         leader_election={"enabled": True, "duration": 5},
     )
     result = project.cycle(path)
-    assert result.ok, result.items  # created v1 and repointed web from the hand-made secret
+    assert result.ok, result.items  # created v1 and repointed web and report
+    assert result.items[0].consumers == [f"CronJob/{ns}/report", f"Deployment/{ns}/web"]
+    labels = core.read_namespaced_secret("old-v1", ns).metadata.labels
+    assert labels["syncd.io/instance"] == "default"
     project.values(key=new_value())
     result = project.cycle(path)
     assert result.ok, result.items
@@ -542,7 +820,7 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
 
     def collected() -> bool:
         # v1 goes once no Pod of the old ReplicaSet references it any more: with the
-        # role's rights to list pods and replicasets and to delete secrets
+        # role's rights to list what pods can fall back to and to delete secrets
         if "api-key-v1" not in secret_names(api, ns):
             return True
         again = project.cycle(path)
@@ -550,6 +828,14 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
         return False
 
     wait_until("v1 collected with the Role's token", collected)
+    engine = Engine(load_config(path))
+    try:
+        elector = engine.target.leader_elector(identity="rbac-test", on_change=lambda _: None)
+        assert elector is not None
+        assert elector.try_acquire_or_renew()  # create, then get and update the Lease
+        assert elector.try_acquire_or_renew()
+    finally:
+        engine.close()
     denied = _token_kubeconfig(api, kube_env, ns, "nobody", tmp_path / "nobody.kubeconfig")
     path = project.config([{"name": "api-key", "from": ref("key")}], kubeconfig=denied)
     result = project.cycle(path)
@@ -557,70 +843,35 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
     assert "403" in (result.items[0].error or "") and "RBAC denied" in (result.items[0].error or "")
 
 
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
+# ---------------------------------------------------------------------- before any request
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_leader_election_one_writer_and_failover(api, project, ns):
-    project.values(key=new_value())
-    path = project.config(
-        [{"name": "api-key", "from": ref("key"), "refresh": "1s"}],
-        leader_election={"enabled": True, "duration": 4, "renew_every": 0.5},
+def test_a_missing_sdk_is_reported_by_check_with_its_place(project):
+    path = project.config([{"name": "a", "from": ref("a")}])
+    code = (
+        "import sys; sys.modules['kubernetes'] = None; from syncd.cli import main; "
+        f"sys.exit(main(['check', '--config', {str(path)!r}]))"
     )
-    ports = [_free_port(), _free_port()]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(path), "--listen", f"127.0.0.1:{p}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "POD_NAME": f"syncd-{i}"},
-        )
-        for i, p in enumerate(ports)
-    ]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert "target.type: the kubernetes target needs the kubernetes package" in run.stderr
+    assert "pip install 'syncd[kubernetes]'" in run.stderr
+
+
+def test_prepare_loads_credentials_without_a_request(project, tmp_path):
+    path = project.config([{"name": "a", "from": ref("a")}])
+    engine = Engine(load_config(path))
     try:
-        leaders = wait_until(
-            "a leader",
-            lambda: [i for i, p in enumerate(ports) if "syncd_leader 1.0" in _safe_metrics(p)],
-        )
-        assert len(leaders) == 1
-        time.sleep(3)
-        states = ["syncd_leader 1.0" in _safe_metrics(p) for p in ports]
-        assert states.count(True) == 1, "exactly one leader at a time"
-        leader = leaders[0]
-        follower = 1 - leader
-        assert 'syncd_syncs_total{result="created",secret="api-key"}' not in _safe_metrics(
-            ports[follower]
-        )
-        procs[leader].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        wait_until(
-            "failover", lambda: "syncd_leader 1.0" in _safe_metrics(ports[follower]), timeout=15
-        )
-        assert time.monotonic() - killed < 4 + 3  # within the lease duration (+ a renew period)
-        project.values(key=new_value())
-        wait_until(
-            "new leader syncs",
-            lambda: 'syncd_secret_version{secret="api-key"} 2.0' in _safe_metrics(ports[follower]),
-            timeout=20,
-        )
+        engine.build()  # what a daemon reload does before switching
+        assert engine.calls.snapshot() == {}
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.communicate()
-
-
-def _safe_metrics(port: int) -> str:
+        engine.close()
+    broken = project.config(
+        [{"name": "a", "from": ref("a")}], kubeconfig=str(tmp_path / "missing.kubeconfig")
+    )
+    engine = Engine(load_config(broken))
     try:
-        return _metrics(port)
-    except OSError:
-        return ""
+        with pytest.raises(SyncdError, match="can't load Kubernetes credentials"):
+            engine.build()
+    finally:
+        engine.close()

@@ -1,0 +1,288 @@
+"""The kubernetes target's consumers: which workloads use a secret, repointing them, waiting
+for their rollout, and which versions anything in a namespace can still fall back to.
+
+Consumers are Deployments, StatefulSets, DaemonSets, CronJobs and the custom workloads the
+config names (``custom_workloads``, Argo Rollouts by default) when the cluster serves them.
+Jobs, ReplicaSets, ControllerRevisions, Pods and PodTemplates are not repointed (a Job's
+template is immutable; the others are history or copies) but are scanned with them before
+anything is deleted: a version any pod spec in the namespace references stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from syncd.errors import ConvergenceError, TargetError
+from syncd.kube import RESOURCES, ApiError, KubeClient, Resource
+from syncd.model import Consumer, Finding, VersionInfo
+from syncd.targets.kubernetes.naming import BUILTIN_CONSUMERS, KubernetesTargetConfig, dns_name
+from syncd.targets.kubernetes.objects import (
+    annotations_of,
+    labels_of,
+    restart_annotation,
+    split_object_name,
+)
+from syncd.targets.kubernetes.podspec import missing_refs, pod_templates, refs, rewrite
+from syncd.targets.kubernetes.rollout import FAILED, rollout_status, unconverged
+
+MAX_UPDATE_ATTEMPTS = 5
+#: Kinds only scanned before garbage collection (history, copies, immutable templates).
+SCANNED_ONLY = ("ReplicaSet", "ControllerRevision", "Job", "Pod", "PodTemplate")
+#: How long a discovery answer (is this custom workload served?) is trusted for consumers;
+#: the scan before a deletion always asks again.
+DISCOVERY_TTL = 600.0
+
+
+class Consumers:
+    """Finds, repoints and waits for the workloads of this installation's secrets."""
+
+    def __init__(
+        self,
+        *,
+        client: Callable[[], KubeClient],
+        config: KubernetesTargetConfig,
+        namespaces: Callable[[], list[str]],
+        foreign: Callable[[], set[str]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.config = config
+        self._namespaces = namespaces
+        self._foreign = foreign
+        self.clock = clock
+        self._custom: tuple[float, list[Resource]] | None = None
+        self._kinds: dict[str, Resource] = {k: RESOURCES[k] for k in BUILTIN_CONSUMERS}
+        self._generations: dict[str, int] = {}
+
+    @property
+    def client(self) -> KubeClient:
+        """The target's API client."""
+        return self._client()
+
+    # ------------------------------------------------------------------ kinds
+
+    def custom(self, *, fresh: bool = False) -> list[Resource]:
+        """The configured custom workloads the cluster serves (API discovery)."""
+        if not fresh and self._custom is not None and self.clock() < self._custom[0]:
+            return self._custom[1]
+        served = []
+        for entry in self.config.custom_workloads:
+            plural, _, group = entry.partition(".")
+            resource = self.client.discover(group, plural)
+            if resource is not None:
+                served.append(resource)
+                self._kinds[resource.kind] = resource
+        self._custom = (self.clock() + DISCOVERY_TTL, served)
+        return served
+
+    def consumer_kinds(self) -> list[Resource]:
+        """Kinds whose objects are repointed."""
+        return [RESOURCES[k] for k in BUILTIN_CONSUMERS] + self.custom()
+
+    def _workloads(self, namespace: str) -> Iterator[dict[str, Any]]:
+        for resource in self.consumer_kinds():
+            yield from self.client.list(resource, namespace)
+
+    # ------------------------------------------------------------------ finding
+
+    def find(
+        self,
+        specs: Sequence[Any],
+        versions: Mapping[str, list[VersionInfo]],
+        namespace_of: Callable[[str], str],
+    ) -> dict[str, list[Consumer] | TargetError]:
+        """Workloads referencing any of a secret's versions (or its plain name, for
+        adoption), with how far their rollout got; one listing per kind and namespace."""
+        by_ns = {ns: list(self._workloads(ns)) for ns in {namespace_of(s.name) for s in specs}}
+        result: dict[str, list[Consumer] | TargetError] = {}
+        for spec in specs:
+            namespace = namespace_of(spec.name)
+            try:
+                result[spec.name] = self._consumers_of(spec, namespace, by_ns[namespace], versions)
+            except TargetError as exc:
+                result[spec.name] = exc
+        return result
+
+    def _consumers_of(
+        self,
+        spec: Any,
+        namespace: str,
+        workloads: list[dict[str, Any]],
+        versions: Mapping[str, list[VersionInfo]],
+    ) -> list[Consumer]:
+        in_place = spec.strategy == "in-place"
+        stable = dns_name(spec.name)
+        own = {split_object_name(v.object_name)[1] for v in versions.get(spec.name, [])}
+        if f"{namespace}/{stable}" not in self._foreign():
+            own.add(stable)  # a hand-made Secret of that name (adoption), not another syncd's
+        selected, missing = _select(spec.consumers, workloads, namespace)
+        consumers = list(missing)
+        for obj in selected if selected is not None else workloads:
+            names = refs(obj) & own
+            if in_place:
+                names = {stable} if stable in names else set()
+            if not names and selected is None:
+                continue
+            if in_place and names:
+                version = "0"
+                for template in pod_templates(obj):
+                    version = annotations_of(template).get(restart_annotation(spec.name), version)
+                found = frozenset({f"{namespace}/{stable}@v{version}"})
+            else:
+                found = frozenset(f"{namespace}/{n}" for n in names)
+            consumers.append(
+                Consumer(
+                    obj["kind"],
+                    obj["metadata"]["name"],
+                    namespace,
+                    refs={spec.name: found},
+                    unconverged=unconverged(obj),
+                )
+            )
+        return consumers
+
+    # ------------------------------------------------------------------ repoint and wait
+
+    def _kind(self, consumer: Consumer) -> Resource:
+        if consumer.kind not in self._kinds:
+            self.custom(fresh=True)
+        resource = self._kinds.get(consumer.kind)
+        if resource is None:
+            raise TargetError(f"{consumer.label}: the cluster no longer serves {consumer.kind}")
+        return resource
+
+    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+        """Rewrite every reference in the pod templates in one guarded update; 409 retries."""
+        rename = {
+            split_object_name(old)[1]: split_object_name(new.object_name)[1]
+            for old, new in swaps.items()
+            if "@v" not in old
+        }
+        restarts = {
+            restart_annotation(new.secret): str(new.version)
+            for old, new in swaps.items()
+            if "@v" in old
+        }
+        resource = self._kind(consumer)
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            obj = self.client.get(resource, consumer.namespace, consumer.name)
+            if obj is None:
+                raise TargetError(f"{consumer.label} no longer exists")
+            body = {k: v for k, v in obj.items() if k != "status"}
+            changed = rewrite(body, rename)
+            for template in pod_templates(body) if restarts else ():
+                annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+                changed = changed or any(annotations.get(k) != v for k, v in restarts.items())
+                annotations.update(restarts)
+            if not changed:
+                return  # someone else moved it meanwhile: nothing of ours left to rewrite
+            try:
+                updated = self.client.replace(resource, consumer.namespace, body)
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            generation = (updated.get("metadata") or {}).get("generation", 0)
+            self._generations[consumer.label] = generation if isinstance(generation, int) else 0
+            return
+        raise TargetError(f"{consumer.label} kept changing under syncd; retrying later")
+
+    def wait(
+        self, consumers: Sequence[Consumer], *, timeout: float
+    ) -> dict[str, ConvergenceError | None]:
+        """Poll rollout status (as ``kubectl rollout status``) until done, failed or timeout."""
+        results: dict[str, ConvergenceError | None] = {}
+        pending = {c.label: c for c in consumers}
+        deadline = time.monotonic() + timeout
+        last: dict[str, str] = {}
+        while pending:
+            for label, consumer in list(pending.items()):
+                obj = self.client.get(self._kind(consumer), consumer.namespace, consumer.name)
+                if obj is None:
+                    results[label] = ConvergenceError(f"{label} was deleted during the rollout")
+                    del pending[label]
+                    continue
+                obj["kind"] = consumer.kind
+                done, message = rollout_status(obj, self._generations.get(label, 0))
+                if done:
+                    results[label] = None
+                    del pending[label]
+                elif message.startswith(FAILED):
+                    results[label] = ConvergenceError(message.removeprefix(FAILED))
+                    del pending[label]
+                else:
+                    last[label] = message
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for label in pending:
+                    results[label] = ConvergenceError(
+                        f"timed out after {timeout:.0f}s: {last.get(label, 'rollout not done')}"
+                    )
+                break
+            time.sleep(self.config.poll_interval)
+        return results
+
+    # ------------------------------------------------------------------ GC and doctor
+
+    def protected(self) -> set[str]:
+        """``ns/name`` of every Secret any pod spec in the namespaces references: workloads,
+        their history (ReplicaSets, ControllerRevisions), Jobs, CronJobs, Pods, PodTemplates
+        and served custom workloads (discovered afresh)."""
+        kinds = [
+            *(RESOURCES[k] for k in (*BUILTIN_CONSUMERS, *SCANNED_ONLY)),
+            *self.custom(fresh=True),
+        ]
+        names: set[str] = set()
+        for namespace in self._namespaces():
+            for resource in kinds:
+                for obj in self.client.list(resource, namespace):
+                    names.update(f"{namespace}/{n}" for n in refs(obj))
+        return names
+
+    def diagnose(self) -> list[Finding]:
+        """``secretKeyRef``/``envFrom``/volumes naming a missing Secret or key (not optional)."""
+        findings = []
+        for namespace in self._namespaces():
+            # key names only: values are dropped as soon as each item is read
+            keys = {
+                s["metadata"]["name"]: set(s.get("data") or {})
+                for s in self.client.list("Secret", namespace)
+            }
+            for obj in self._workloads(namespace):
+                label = f"{obj['kind']}/{namespace}/{obj['metadata']['name']}"
+                findings.extend(missing_refs(label, obj, keys))
+        return findings
+
+
+def _select(
+    wanted: Any, workloads: list[dict[str, Any]], namespace: str
+) -> tuple[list[dict[str, Any]] | None, list[Consumer]]:
+    """The workloads a ``consumers:`` list names (None for ``auto``), and the named ones that
+    don't exist yet (reported, never blocking: stack users create secrets first)."""
+    if wanted == "auto":
+        return None, []
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    missing: list[Consumer] = []
+    for entry in wanted:
+        if "=" in entry:
+            pairs = dict(p.split("=", 1) for p in entry.split(","))
+            matches = [
+                o for o in workloads if all(labels_of(o).get(k) == v for k, v in pairs.items())
+            ]
+            if not matches:
+                missing.append(Consumer("selector", entry, namespace, missing=True))
+        else:
+            kind, _, name = entry.rpartition("/")
+            matches = [
+                o
+                for o in workloads
+                if o["metadata"]["name"] == name and (not kind or o["kind"] == kind)
+            ]
+            if not matches:
+                missing.append(Consumer(kind or "workload", name, namespace, missing=True))
+        for obj in matches:
+            chosen[(obj["kind"], obj["metadata"]["name"])] = obj
+    return list(chosen.values()), missing

@@ -1,0 +1,226 @@
+"""``KubernetesTarget``: the Target interface, wired to the modules that do the work.
+
+``versions`` owns the Secrets (key, versions, in-place, import, adoption), ``consumers`` the
+workloads (finding, repointing, rollout wait, the scan before deletion), ``naming`` the
+offline rules. This class holds the one API client they share and the installation's name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from syncd.config import SecretSpec
+from syncd.errors import ConvergenceError, TargetError
+from syncd.kube import KubeClient
+from syncd.leader import LeaderElector, default_lease
+from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
+from syncd.targets.kubernetes.consumers import Consumers
+from syncd.targets.kubernetes.naming import KubernetesTargetConfig, collisions, spec_problems
+from syncd.targets.kubernetes.objects import split_object_name
+from syncd.targets.kubernetes.versions import Versions
+
+
+def _no_count(operation: str, write: bool) -> None:
+    """Lease traffic is neither a target read nor a target write of a cycle."""
+    del operation, write
+
+
+class KubernetesTarget(Target[KubernetesTargetConfig]):
+    """Versioned immutable Secrets in one or more namespaces, for one installation."""
+
+    type_name: ClassVar[str] = "kubernetes"
+    config_model: ClassVar[type[TargetConfig]] = KubernetesTargetConfig
+
+    def __init__(self, config: KubernetesTargetConfig, *, context: TargetContext) -> None:
+        super().__init__(config, context=context)
+        self._client: KubeClient | None = None
+        self._elector_client: KubeClient | None = None
+        self.versions = Versions(
+            client=lambda: self.client,
+            config=config,
+            instance=context.instance,
+            namespaces=self._namespaces,
+        )
+        self.consumers = Consumers(
+            client=lambda: self.client,
+            config=config,
+            namespaces=self._namespaces,
+            foreign=lambda: self.versions.foreign,
+        )
+
+    # ------------------------------------------------------------------ config checks
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """The kubernetes package is an extra."""
+        if importlib.util.find_spec("kubernetes") is None:
+            return (
+                "the kubernetes target needs the kubernetes package: "
+                "pip install 'syncd[kubernetes]'"
+            )
+        return None
+
+    @classmethod
+    def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
+        """Names, keys, types and namespaces Kubernetes accepts, checked offline."""
+        assert isinstance(config, KubernetesTargetConfig)
+        return spec_problems(spec, config)
+
+    @classmethod
+    def validate_set(
+        cls, specs: Sequence[SecretSpec[Any]], config: TargetConfig
+    ) -> list[tuple[int, str]]:
+        """Two secrets whose Secret names could meet (``a_b`` and ``a-b``; in-place ``x-v1``
+        and versioned ``x``), in any version."""
+        assert isinstance(config, KubernetesTargetConfig)
+        return collisions(specs, config)
+
+    def prepare(self) -> None:
+        """Load the kubeconfig or in-cluster credentials (local files only, no request)."""
+        _ = self.client
+
+    def stored_settings(self, spec: SecretSpec[Any]) -> dict[str, str]:
+        """The Secret type, unless Opaque: a type edit makes a new version."""
+        if spec.type is not None and spec.type != "Opaque":
+            return {"type": spec.type}
+        return {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def client(self) -> KubeClient:
+        """The API client, created on first use."""
+        if self._client is None:
+            self._client = self._connect(self._count)
+        return self._client
+
+    def _connect(self, on_call: Callable[[str, bool], None]) -> KubeClient:
+        kubeconfig = self.config.kubeconfig
+        path = None if kubeconfig is None else str((self.context.base_dir / kubeconfig).absolute())
+        return KubeClient.connect(kubeconfig=path, context=self.config.context, on_call=on_call)
+
+    def _count(self, operation: str, write: bool) -> None:
+        if write:
+            self.count_write(operation)
+        else:
+            self.count_read(operation)
+
+    def close(self) -> None:
+        """Close the connection pools."""
+        for client in (self._client, self._elector_client):
+            if client is not None:
+                client.close()
+
+    def _namespace_of(self, name: str) -> str:
+        spec = self.context.secrets.get(name)
+        return (spec.namespace if spec else None) or self.config.namespace
+
+    def _namespaces(self) -> list[str]:
+        used = {self._namespace_of(n) for n in self.context.secrets}
+        return sorted(used | {self.config.namespace})
+
+    def _spec_type(self, name: str) -> str:
+        spec = self.context.secrets.get(name)
+        return (spec.type if spec else None) or "Opaque"
+
+    def _in_place(self, name: str) -> bool:
+        spec = self.context.secrets.get(name)
+        return spec is not None and spec.strategy == "in-place"
+
+    def leader_elector(
+        self, *, identity: str, on_change: Callable[[bool], None]
+    ) -> LeaderElector | None:
+        """A Lease-based elector when ``leader_election.enabled``, on a client of its own (its
+        renewals must not wait behind a cycle's requests, nor pass the write guard)."""
+        settings = self.config.leader_election
+        if not settings.enabled:
+            return None
+        if self._elector_client is None:
+            self._elector_client = self._connect(_no_count)
+            timeout = settings.deadline / 2
+            self._elector_client.timeout = (timeout, timeout)
+        return LeaderElector(
+            self._elector_client,
+            namespace=settings.namespace or self.config.namespace,
+            lease=settings.lease or default_lease(self.context.instance, DEFAULT_INSTANCE),
+            settings=settings,
+            identity=identity,
+            on_change=on_change,
+        )
+
+    # ------------------------------------------------------------------ key and versions
+
+    def load_key(self) -> bytes | None:
+        """The HMAC key from this installation's key Secret."""
+        return self.versions.load_key()
+
+    def store_key(self, key: bytes) -> None:
+        """Create this installation's key Secret."""
+        self.versions.store_key(key)
+
+    def list_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
+        """This installation's versions: one labelled listing per namespace, no write."""
+        del names
+        return self.versions.list_versions()
+
+    def repair(self) -> None:
+        """Label the default installation's objects from before installations had names."""
+        self.versions.adopt_unlabelled()
+
+    def create_version(self, item: NewVersion) -> VersionInfo:
+        """A new immutable version Secret, or the in-place Secret updated."""
+        return self.versions.create(
+            item,
+            namespace=self._namespace_of(item.secret),
+            in_place=self._in_place(item.secret),
+            secret_type=self._spec_type(item.secret),
+        )
+
+    def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
+        """Adopt the hand-made Secret named like the logical secret (its data is compared, so
+        ``trust`` is not needed)."""
+        del trust
+        return self.versions.import_existing(
+            item, namespace=self._namespace_of(item.secret), in_place=self._in_place(item.secret)
+        )
+
+    def update_source(self, version: VersionInfo, source: str) -> bool:
+        """Patch the source annotation of an unchanged version."""
+        return self.versions.update_source(version, source)
+
+    def reference_name(self, version: VersionInfo) -> str:
+        """The Secret's name, as a manifest's ``secretName``/``secretKeyRef`` uses it."""
+        return split_object_name(version.object_name)[1]
+
+    def delete_version(self, version: VersionInfo) -> bool:
+        """Delete an old version Secret."""
+        return self.versions.delete(version)
+
+    # ------------------------------------------------------------------ consumers
+
+    def find_consumers(
+        self, specs: Sequence[SecretSpec[Any]], versions: Mapping[str, list[VersionInfo]]
+    ) -> dict[str, list[Consumer] | TargetError]:
+        """Workloads referencing this installation's versions, with their rollout state."""
+        return self.consumers.find(specs, versions, self._namespace_of)
+
+    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+        """One guarded update of the consumer's pod templates."""
+        self.consumers.repoint(consumer, swaps)
+
+    def wait_converged(
+        self, consumers: Sequence[Consumer], *, timeout: float
+    ) -> dict[str, ConvergenceError | None]:
+        """Wait as ``kubectl rollout status`` does."""
+        return self.consumers.wait(consumers, timeout=timeout)
+
+    def protected(self) -> set[str]:
+        """Versions any pod spec in the namespaces still references."""
+        return self.consumers.protected()
+
+    def diagnose(self) -> list[Finding]:
+        """Workloads referencing a missing Secret or key."""
+        return self.consumers.diagnose()
