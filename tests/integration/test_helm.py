@@ -125,11 +125,32 @@ def test_template_security_and_probes(kube_env, tmp_path):
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["syncd.yaml"])
+    assert config["instance"] == "rel"
     assert config["target"] == {
         "type": "kubernetes",
         "namespace": "apps",
-        "leader_election": {"enabled": False, "namespace": "apps"},
+        "custom_workloads": ["rollouts.argoproj.io"],
+        # always on: a rolling update runs the old and the new pod side by side
+        "leader_election": {"enabled": True, "namespace": "apps", "lease": "syncd-leader-rel"},
     }
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    # the default 5m convergence timeout plus the margin: SIGTERM lets a swap finish
+    assert pod["terminationGracePeriodSeconds"] == 330
+    role = next(d for d in docs if d["kind"] == "Role")
+    lease_rules = [
+        r for r in role["rules"] if r["resources"] == ["leases"] and "update" in r["verbs"]
+    ]
+    assert lease_rules == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["syncd-leader-rel"],
+            "verbs": ["get", "update"],
+        }
+    ]
     assert config["daemon"]["listen"] == "0.0.0.0:9102"
     many = rendered(kube_env, tmp_path, "apps", replicaCount=2, namespaces=["dev", "prod"])
     config = yaml.safe_load(next(d for d in many if d["kind"] == "ConfigMap")["data"]["syncd.yaml"])
@@ -139,6 +160,53 @@ def test_template_security_and_probes(kube_env, tmp_path):
     bindings = sorted(d["metadata"]["namespace"] for d in many if d["kind"] == "RoleBinding")
     assert bindings == ["apps", "dev", "prod"]
     assert not [d for d in many if d["kind"] == "ClusterRoleBinding"]
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "grace"),
+    [({"defaults": {"timeout": "10m"}}, 630), ({"secrets_timeout": "1h30m"}, 5430), ({}, 330)],
+)
+def test_grace_period_covers_the_longest_convergence_wait(kube_env, tmp_path, timeouts, grace):
+    values = values_file(tmp_path)
+    doc = yaml.safe_load(values.read_text())
+    if "defaults" in timeouts:
+        doc["config"]["defaults"] = timeouts["defaults"]
+    if "secrets_timeout" in timeouts:
+        doc["config"]["secrets"][0]["timeout"] = timeouts["secrets_timeout"]
+    values.write_text(yaml.safe_dump(doc))
+    run = helm(kube_env, "template", "rel", str(CHART), "-n", "apps", "-f", str(values))
+    deployment = next(d for d in yaml.safe_load_all(run.stdout) if d and d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_two_releases_in_one_namespace_are_two_installations(kube_env, tmp_path):
+    """Distinct instances and Leases, and each release's RBAC reaches only its own Lease."""
+    configs, leases = [], []
+    for release in ("team-a", "team-b"):
+        docs = [
+            d
+            for d in yaml.safe_load_all(
+                helm(
+                    kube_env,
+                    "template",
+                    release,
+                    str(CHART),
+                    "-n",
+                    "shared",
+                    "-f",
+                    str(values_file(tmp_path)),
+                ).stdout
+            )
+            if d
+        ]
+        config = yaml.safe_load(
+            next(d for d in docs if d["kind"] == "ConfigMap")["data"]["syncd.yaml"]
+        )
+        configs.append((config["instance"], config["target"]["leader_election"]["lease"]))
+        role = next(d for d in docs if d["kind"] == "Role")
+        leases += [r.get("resourceNames") for r in role["rules"] if "resourceNames" in r]
+    assert configs == [("team-a", "syncd-leader-team-a"), ("team-b", "syncd-leader-team-b")]
+    assert leases == [["syncd-leader-team-a"], ["syncd-leader-team-b"]]
 
 
 def test_rendered_config_is_a_valid_syncd_config(kube_env, tmp_path):
