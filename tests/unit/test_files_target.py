@@ -211,6 +211,20 @@ def test_unmanaged_file_is_never_overwritten(write_config, tmp_path):
     assert (tmp_path / "out" / "api").read_text() == "precious"
 
 
+def test_an_unmanaged_env_file_is_never_overwritten(write_config, tmp_path):
+    path = write_config(
+        values={"api": new_value()},
+        target={"type": "files", "directory": "out", "env_file": ".env"},
+    )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".env").write_text("precious")
+    result = sync(path)
+    assert not result.ok and "out/.env exists and is not managed" in (result.items[0].error or "")
+    assert (tmp_path / "out" / ".env").read_text() == "precious"
+    (tmp_path / "out" / ".env").unlink()
+    assert sync(path).ok
+
+
 def test_failed_secret_keeps_its_previous_file(write_config, tmp_path):
     a, b = new_value(), new_value()
     path = write_config(values={"a": a, "b": b})
@@ -220,3 +234,71 @@ def test_failed_secret_keeps_its_previous_file(write_config, tmp_path):
     assert not result.ok
     assert (tmp_path / "out" / "a").read_text() == a
     assert (tmp_path / "out" / "b").read_text() != b
+
+
+def test_data_link_left_on_a_removed_generation_is_repaired(write_config, tmp_path):
+    """What two unlocked writers once did: ``..data`` names a generation that is gone. A dry
+    run says so; the next writing run points it back at the newest complete generation and
+    writes the current values again."""
+    import shutil
+
+    from syncd.errors import TargetError
+
+    old, new = new_value(), new_value()
+    path = write_config(
+        values={"api": old}, target={"type": "files", "directory": "out", "history": 2}
+    )
+    assert sync(path).ok
+    set_values(path, api=new)
+    assert sync(path).ok
+    out = tmp_path / "out"
+    shutil.rmtree(out / os.readlink(out / "..data"))
+    engine = Engine(load_config(path))
+    try:
+        with pytest.raises(TargetError, match="missing"):
+            engine.target.list_versions(["api"])
+        assert not engine.run_cycle(dry_run=True).ok
+    finally:
+        engine.close()
+    result = sync(path)
+    assert result.ok and [i.action for i in result.items] == ["update"]
+    assert (out / "api").read_text() == new
+    assert sync(path).target_writes == 0
+
+
+def test_a_data_link_with_no_generation_left_is_removed_and_rewritten(write_config, tmp_path):
+    value = new_value()
+    path = write_config(values={"api": value})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "..data").symlink_to("..2020_01_01_00_00_00.000000")
+    result = sync(path)
+    assert result.ok and (out / "api").read_text() == value
+
+
+def test_prepare_finds_a_directory_that_cant_work(write_config, tmp_path):
+    from syncd.errors import SyncdError
+
+    path = write_config(values={"api": new_value()})
+    (tmp_path / "out").write_text("a file, not a folder")
+    engine = Engine(load_config(path))
+    try:
+        with pytest.raises(SyncdError, match="out exists and is not a directory"):
+            engine.build()
+    finally:
+        engine.close()
+
+
+def test_the_local_example_runs_as_the_readme_says(tmp_path):
+    """config/examples/local: one run writes the file, the next writes nothing."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    example = ROOT / "config" / "examples" / "local"
+    for name in ("syncd.yaml", "user_keys.yaml"):
+        shutil.copy(example / name, tmp_path / name)
+    assert sync(tmp_path / "syncd.yaml").ok
+    keys = yaml.safe_load((tmp_path / "user_keys.yaml").read_text())
+    assert (tmp_path / "out" / "openai_api_key").read_text() == keys["openai_api_key"]
+    assert sync(tmp_path / "syncd.yaml").target_writes == 0
