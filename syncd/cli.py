@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from syncd.display import shown
+
 if TYPE_CHECKING:
     from syncd.config import Config
     from syncd.engine import CycleResult
@@ -246,14 +248,28 @@ def cmd_names(config: Config, *, fmt: str) -> int:
     finally:
         engine.close()
     for item in expansion.errors:
-        print(f"error: {item.name}: {item.error}", file=sys.stderr)
+        print(f"error: {shown(item.name)}: {item.error}", file=sys.stderr)
     if fmt == "json":
         print(json.dumps(current, indent=2, sort_keys=True))
     else:
-        for name, obj in current.items():
-            print(f"{env_var_name(name)}_SECRET={obj}")
+        variables: dict[str, str] = {}
+        for name in current:
+            variable = f"{env_var_name(name)}_SECRET"
+            if variable in variables:
+                print(
+                    f"error: {variables[variable]!r} and {name!r} both become {variable}; "
+                    "use --format json",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
+            variables[variable] = name
+        for variable, name in variables.items():
+            print(f"{variable}={current[name]}")
     for name in missing:
-        print(f"error: {name}: no version exists yet (run syncd --once first)", file=sys.stderr)
+        print(
+            f"error: {shown(name)}: no version exists yet (run syncd --once first)",
+            file=sys.stderr,
+        )
     return EXIT_ERROR if missing else EXIT_OK
 
 
@@ -289,13 +305,13 @@ def cmd_import(config: Config, *, names: list[str] | None, trust: bool) -> int:
         engine.close()
     for item in items:
         if item.error:
-            print(f"error: {item.name}: {item.error}", file=sys.stderr)
+            print(f"error: {shown(item.name)}: {item.error}", file=sys.stderr)
         elif item.action == "import":
-            print(f"* {item.name}: imported as v{item.version}")
+            print(f"* {shown(item.name)}: imported as v{item.version}")
         elif item.version is not None:
-            print(f"= {item.name}: already managed (v{item.version})")
+            print(f"= {shown(item.name)}: already managed (v{item.version})")
         else:
-            print(f"= {item.name}: nothing named like it in the target")
+            print(f"= {shown(item.name)}: nothing named like it in the target")
     return EXIT_ERROR if any(i.error for i in items) else EXIT_OK
 
 
@@ -328,13 +344,13 @@ def cmd_once(config: Config, *, dry_run: bool, output: str, names: list[str] | N
 def _report(result: CycleResult, *, output: str) -> None:
     for item in result.items:
         if item.error:
-            print(f"error: {item.name}: {item.error}", file=sys.stderr)
+            print(f"error: {shown(item.name)}: {item.error}", file=sys.stderr)
     if output == "json":
         print(json.dumps(result.to_json(), indent=2))
         return
     verb = "would " if result.dry_run else ""
     for item in result.items:
-        line = f"{_SYMBOL[item.action]} {item.name}: "
+        line = f"{_SYMBOL[item.action]} {shown(item.name)}: "
         if item.action == "error":
             line += "failed" + (f" (serving v{item.version})" if item.version else "")
         else:
@@ -348,6 +364,8 @@ def _report(result: CycleResult, *, output: str) -> None:
         if item.deleted:
             line += f" (deleted: {', '.join(item.deleted)})"
         print(line)
+        for note in item.notes:
+            print(f"    note: {note}")
 
 
 def cmd_daemon(path: str, *, listen: str | None) -> int:

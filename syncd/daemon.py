@@ -37,6 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.config import Config, load_config
+from syncd.display import shown
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.metrics import Metrics
@@ -204,12 +205,12 @@ class Daemon:
         failed = []
         for item in result.items:
             if item.error:
-                log.error("%s: %s", item.name, item.error)
+                log.error("%s: %s", shown(item.name), item.error)
                 self.health.failing_since.setdefault(item.name, end)
                 failed.append(item.name)
             else:
                 if item.action != "unchanged":
-                    log.info("%s: %s v%s", item.name, item.action, item.version)
+                    log.info("%s: %s v%s", shown(item.name), item.action, item.version)
                 self.health.failing_since.pop(item.name, None)
                 self._failures.pop(item.name, None)
         for name in failed:
@@ -239,7 +240,7 @@ class Daemon:
 
     def _schedule_retry(self, name: str) -> None:
         delay = self.backoff(name)
-        log.info("retrying %s in %.0fs", name, delay)
+        log.info("retrying %s in %.0fs", shown(name), delay)
         self.scheduler.add_job(
             self.run_group,
             "date",

@@ -285,44 +285,53 @@ class Engine:
         wanted = set(names) if names is not None else None
         chosen = [s for s in self.config.secrets if wanted is None or s.name in wanted]
         try:
-            existing = self._existing(chosen)
-            if isinstance(existing, list):
-                return existing
-            expansion = self.expand(chosen, existing)
-            works = [
-                self._work(s, [], expansion) for s in expansion.secrets if not existing.get(s.name)
-            ]
-            done = [
-                PlanItem(s.name, "unchanged", version=max(v.version for v in existing[s.name]))
-                for s in expansion.secrets
-                if existing.get(s.name)
-            ]
-            key = self._hmac_key(dry_run=False)
-            if key is None:
-                for work in works:
-                    work.fail("fingerprint key unavailable from the target", "target")
-                return expansion.errors + done + [w.item for w in works]
-            self._plan_values(works, key)
-            self._store_key(key, works)
-            for work in works:
-                if work.new is None or work.item.error is not None:
-                    continue
-                try:
-                    adopted = self.target.import_existing(work.new, trust=trust)
-                except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
-                    work.fail(f"can't import: {_describe(exc)}", "target")
-                    continue
-                if adopted is None:
-                    work.item.action, work.item.version, work.item.changed_keys = (
-                        "unchanged",
-                        None,
-                        [],
-                    )
-                else:
-                    work.item.action, work.item.version = "import", adopted.version
-            return expansion.errors + done + [w.item for w in works]
+            with self.target.exclusive():
+                self.target.repair()
+                return self._import(chosen, trust=trust)
+        except TargetError as exc:  # the lock or the repair: nothing was written
+            message = f"target unavailable: {exc}"
+            return [failed_item(s.name, message, "target") for s in chosen]
         finally:
             self.redactor.clear()
+
+    def _import(self, chosen: Sequence[Secret], *, trust: bool) -> list[PlanItem]:
+        """Import under the lock: adopt each secret that has no version yet."""
+        existing = self._existing(chosen)
+        if isinstance(existing, list):
+            return existing
+        expansion = self.expand(chosen, existing)
+        works = [
+            self._work(s, [], expansion) for s in expansion.secrets if not existing.get(s.name)
+        ]
+        done = [
+            PlanItem(s.name, "unchanged", version=max(v.version for v in existing[s.name]))
+            for s in expansion.secrets
+            if existing.get(s.name)
+        ]
+        key = self._hmac_key(dry_run=False)
+        if isinstance(key, str):
+            for work in works:
+                work.fail(key, "target")
+            return expansion.errors + done + [w.item for w in works]
+        self._plan_values(works, key)
+        self._store_key(key, works)
+        for work in works:
+            if work.new is None or work.item.error is not None:
+                continue
+            try:
+                adopted = self.target.import_existing(work.new, trust=trust)
+            except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
+                work.fail(f"can't import: {_describe(exc)}", "target")
+                continue
+            if adopted is None:
+                work.item.action, work.item.version, work.item.changed_keys = (
+                    "unchanged",
+                    None,
+                    [],
+                )
+            else:
+                work.item.action, work.item.version = "import", adopted.version
+        return expansion.errors + done + [w.item for w in works]
 
     def _existing(self, secrets: Sequence[Secret]) -> dict[str, list[VersionInfo]] | list[PlanItem]:
         """This installation's versions, or (target unreachable) an error item per secret."""
@@ -403,16 +412,30 @@ class Engine:
                     continue
                 made.append(replace(secret, spec=spec, refs={name: ref}, source=None))
                 templates[name] = secret.name
-            for index, problem in type(self.target).validate_set(
-                [s.spec for s in made], self.target.config
-            ):
-                errors.append(failed_item(made[index].name, problem, "input"))
-            bad = {e.name for e in errors}
-            for generated_secret in made:
-                if generated_secret.name not in bad:
-                    self._specs[generated_secret.name] = generated_secret.spec
-                    result.append(generated_secret)
+            result.extend(made)
+        result = self._without_collisions(result, templates, errors)
+        for secret in result:
+            if secret.name in templates:
+                self._specs[secret.name] = secret.spec
         return Expansion(result, errors, complete, templates)
+
+    def _without_collisions(
+        self, secrets: list[Secret], templates: Mapping[str, str], errors: list[PlanItem]
+    ) -> list[Secret]:
+        """Generated secrets that would land on an object another secret holds fail (the
+        config's own secrets were checked among themselves at load, and win)."""
+        fixed = [s for s in secrets if s.name not in templates]
+        made = [s for s in secrets if s.name in templates]
+        if not made:
+            return secrets
+        ordered = fixed + made
+        problems = type(self.target).validate_set([s.spec for s in ordered], self.target.config)
+        doomed: dict[str, str] = {}
+        for index, problem in problems:
+            if index >= len(fixed):
+                doomed.setdefault(ordered[index].name, problem)
+        errors.extend(failed_item(name, problem, "input") for name, problem in doomed.items())
+        return [s for s in secrets if s.name not in doomed]
 
     def _shrink_problem(
         self,
@@ -485,9 +508,9 @@ class Engine:
         expansion = self.expand(secrets, existing)
         works = [self._work(s, existing.get(s.name, []), expansion) for s in expansion.secrets]
         key = self._hmac_key(dry_run=dry_run)
-        if key is None:
+        if isinstance(key, str):
             for work in works:
-                work.fail("fingerprint key unavailable from the target", "target")
+                work.fail(key, "target")
             return expansion.errors + [w.item for w in works]
 
         self._plan_values(works, key)
@@ -513,14 +536,14 @@ class Engine:
 
     # ------------------------------------------------------------------ steps
 
-    def _hmac_key(self, *, dry_run: bool) -> bytes | None:
+    def _hmac_key(self, *, dry_run: bool) -> bytes | str:
+        """The installation's key (a new one on a first run), or why it can't be had."""
         if self._key is not None:
             return self._key
         try:
             stored = self.target.load_key()
         except Exception as exc:  # noqa: BLE001 - reported on every secret by the caller
-            log.error("can't read the fingerprint key from the target: %s", _describe(exc))
-            return None
+            return f"fingerprint key unavailable from the target: {_describe(exc)}"
         if stored is not None:
             self._key = stored
             return stored
@@ -676,10 +699,10 @@ class Engine:
         if not self.target.has_consumers:
             return
         live = [w for w in works if w.item.error is None]
+        # the targets judge a rollout against the secret's own timeout, defaults applied
+        specs = [w.secret.spec.model_copy(update={"timeout": w.secret.timeout}) for w in live]
         try:
-            found = self.target.find_consumers(
-                [w.secret.spec for w in live], {w.secret.name: w.versions for w in live}
-            )
+            found = self.target.find_consumers(specs, {w.secret.name: w.versions for w in live})
         except Exception as exc:  # noqa: BLE001 - consumers unknown: no secret may swap
             for work in live:
                 work.fail(f"can't list consumers: {_describe(exc)}", "target")

@@ -260,3 +260,34 @@ def test_hostile_configs_end_in_one_error_line_on_every_command(tmp_path):
             assert "Traceback" not in run.stderr, (name, command)
             assert run.stderr.startswith(f"error: {path}:"), (name, command, run.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_names_refuses_two_secrets_on_one_variable(write_config):
+    path = write_config(
+        values={"a": new_value()},
+        secrets=[
+            {"name": "a-b", "from": {"provider": "local", "key": "a"}},
+            {"name": "a_b", "from": {"provider": "local", "key": "a"}},
+        ],
+    )
+    assert syncd("--config", str(path), "--once").returncode == 0
+    run = syncd("names", "--config", str(path))
+    assert run.returncode == 1
+    assert "'a-b' and 'a_b' both become A_B_SECRET" in run.stderr
+    assert run.stdout == ""
+    assert json.loads(syncd("names", "--config", str(path), "--format", "json").stdout) == {
+        "a-b": "a-b-v1",
+        "a_b": "a_b-v1",
+    }
+
+
+def test_plan_text_shows_notes(write_config, tmp_path):
+    path = write_config(values={"a": new_value()})
+    assert syncd("--config", str(path), "--once").returncode == 0
+    doc = yaml.safe_load(path.read_text())
+    doc["target"]["mode"] = "0440"
+    path.write_text(yaml.safe_dump(doc))
+    run = syncd("--config", str(path), "--once", "--dry-run")
+    assert run.returncode == 2, run.stderr
+    assert "~ a: would update v2" in run.stdout
+    assert "    note: stored with new settings: mode" in run.stdout

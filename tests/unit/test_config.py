@@ -131,10 +131,134 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["5x", "m5", "", "5m junk", True])
+@pytest.mark.parametrize(
+    "bad",
+    ["5x", "m5", "", "5m junk", True, float("nan"), float("inf"), -5, "-5s", 10**400, "400d"],
+)
 def test_bad_durations(bad):
-    with pytest.raises(ValueError, match="duration"):
+    with pytest.raises(ValueError, match=r"duration|NaN"):
         parse_duration(bad)
+
+
+HEAD = """\
+providers:
+  local: {type: file, path: user_keys.yaml}
+target: {type: files, directory: ./out}
+secrets:
+  - name: a
+    from: {provider: local, key: a}
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("defaults: {refresh: -5}", "", "defaults.refresh: a duration can't be negative"),
+        ("defaults: {refresh: .nan}", "", "defaults.refresh: NaN is not a duration"),
+        ("defaults: {refresh: .inf}", "", "defaults.refresh: a duration can be at most a year"),
+        ("defaults: {refresh: 0}", "", "defaults.refresh: Input should be greater than or equal"),
+        ("defaults: {timeout: 0s}", "", "defaults.timeout: Input should be greater than 0"),
+        ("defaults: {refresh: 99999d}", "", "a duration can be at most a year"),
+        ("defaults: {max_shrink: 1.5}", "", "defaults.max_shrink: Input should be less than"),
+        ("daemon: {listen: nope}", "", "daemon.listen: listen 'nope' is not host:port"),
+        ("daemon: {listen: 'h:99999'}", "", "is not host:port"),
+        ("daemon: {backoff_min: 20m, backoff_max: 1m}", "", "backoff_min (1200s) is longer"),
+        ("daemon: {jitter: .nan}", "", "daemon.jitter"),
+        ("instance: Team_A", "", "instance: instance 'Team_A' must be lowercase letters"),
+    ],
+)
+def test_impossible_settings_are_refused_with_their_place(tmp_path, field, value, message):
+    del value
+    (problem,) = errors_of(tmp_path, HEAD + field + "\n")
+    assert problem.startswith(f"{tmp_path / 'syncd.yaml'}:7: ")
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("defaults: {refresh: !!int 5}", "defaults.refresh: YAML tag !!int is not allowed"),
+        ("defaults: {keep: !!float 1}", "YAML tag !!float is not allowed"),
+        ("defaults: {refresh: !!timestamp 2001-01-01}", "YAML tag !!timestamp"),
+        ("defaults: {refresh: 2001-13-45}", "defaults.refresh: not a duration"),
+        ("defaults: {refresh: !custom x}", "YAML tag !custom is not allowed"),
+        ("<<: {prune: true}", "merge keys (<<) are not supported"),
+    ],
+)
+def test_tags_dates_and_merge_keys_are_refused_not_crashes(tmp_path, text, message):
+    problems = errors_of(tmp_path, HEAD + text + "\n")
+    assert any(message in p and ":7:" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        ("a: &x [*x]\n", "recursive alias", 1),
+        ('a: "\x00"\n', "control characters are not allowed", 1),
+        ("a: " + "[" * 70 + "]" * 70 + "\n", "nested more than", 1),
+        ('extends: "a\\0b"\n', "extends: must be the path of a base config file", 1),
+    ],
+)
+def test_hostile_yaml_ends_in_a_config_error_with_a_line(tmp_path, text, message, line):
+    (problem,) = errors_of(tmp_path, text)
+    assert message in problem and f"syncd.yaml:{line}:" in problem
+
+
+def test_an_alias_bomb_is_refused_fast(tmp_path):
+    """331 bytes that expand to billions of nodes kept ``check`` busy for 98 s."""
+    import time
+
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    text = "\n".join(lines) + "\nproviders: {}\ntarget: {type: files, directory: o}\nsecrets: *i\n"
+    start = time.monotonic()
+    (problem,) = errors_of(tmp_path, text)
+    assert "aliases expand the config far beyond its written size" in problem
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize(
+    ("written", "read_as"),
+    [("0755", "0755"), ("12:30:45", "12:30:45"), ("on", "on"), ("1_000", "1_000"), ("0o17", 15)],
+)
+def test_scalars_mean_what_they_look_like(tmp_path, written, read_as):
+    """YAML 1.1's surprises don't apply: the value reaches the model as written."""
+    from syncd.config_yaml import read_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text(f"v: {written}\n")
+    data, _ = read_yaml(path, {})
+    assert data == {"v": read_as}
+
+
+def test_every_time_setting_takes_a_duration():
+    """One duration type: 30s is accepted wherever a time is set (core and plugins)."""
+    from syncd.duration import Duration
+
+    pattern = Duration.__metadata__[1].json_schema["anyOf"][1]["pattern"]
+    schema = json_schema()
+    timeish = {
+        f"{path}/{key}": prop
+        for path, props in _properties(schema)
+        for key, prop in props.items()
+        if any(w in key for w in ("timeout", "interval", "duration", "refresh", "every", "backoff"))
+        and not key.endswith("_factor")
+    }
+    needle = json.dumps(pattern)[1:-1]
+    missing = sorted(p for p, prop in timeish.items() if needle not in json.dumps(prop))
+    assert not missing, f"time settings that don't take a duration: {missing}"
+
+
+def _properties(node, path=""):
+    if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict):
+            yield path + "/properties", node["properties"]
+        for key, value in node.items():
+            yield from _properties(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _properties(value, f"{path}/{i}")
 
 
 def test_checked_in_schema_is_current(monkeypatch):
