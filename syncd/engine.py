@@ -85,6 +85,7 @@ class CycleResult:
                     "deleted": i.deleted,
                     "error": i.error,
                     "error_kind": i.error_kind,
+                    "transient": i.transient,
                     "notes": i.notes,
                 }
                 for i in self.items
@@ -101,9 +102,11 @@ class CycleResult:
         }
 
 
-def failed_item(name: str, message: str, kind: ErrorKind) -> PlanItem:
+def failed_item(name: str, message: str, kind: ErrorKind, transient: bool = False) -> PlanItem:
     """An error item that never carries a value (the message is redacted)."""
-    return PlanItem(name, "error", error=REDACTOR.redact(message), error_kind=kind)
+    return PlanItem(
+        name, "error", error=REDACTOR.redact(message), error_kind=kind, transient=transient
+    )
 
 
 @dataclass
@@ -123,10 +126,11 @@ class _Work:
     #: a newer source reference for the unchanged current version (a sibling key moved)
     resourced: str | None = None
 
-    def fail(self, message: str, kind: ErrorKind) -> None:
+    def fail(self, message: str, kind: ErrorKind, *, transient: bool = False) -> None:
         if self.item.error is None:
             self.item.error = REDACTOR.redact(message)
             self.item.error_kind = kind
+            self.item.transient = transient
             self.item.action = "error"
             # report the version still served, not the one that failed to land
             self.item.version = self.current.version if self.current else None
@@ -386,7 +390,7 @@ class Engine:
                 continue
             listed = self._list_keys(secret.source)
             if isinstance(listed, ProviderError):
-                errors.append(failed_item(secret.name, str(listed), "provider"))
+                errors.append(failed_item(secret.name, str(listed), "provider", listed.transient))
                 complete = False
                 continue
             generated = {secret.spec.named(key): (key, ref) for key, ref in sorted(listed.items())}
@@ -482,7 +486,7 @@ class Engine:
             listed = self._list_keys(source)
             where = f"{source.describe()} (data_from of {work.secret.name!r})"
             if isinstance(listed, ProviderError):
-                work.fail(str(listed), "provider")
+                work.fail(str(listed), "provider", transient=listed.transient)
                 continue
             if not listed:
                 work.fail(f"{where}: the source holds no keys", "input")
@@ -599,7 +603,7 @@ class Engine:
             for work, key, ref in entries:
                 result = results.get(ref)
                 if isinstance(result, ProviderError):
-                    work.fail(str(result), "provider")
+                    work.fail(str(result), "provider", transient=result.transient)
                 else:
                     work.tokens[key] = result
 
@@ -630,7 +634,7 @@ class Engine:
                 if result is None:
                     result = ProviderError(name, ref.describe(), "provider returned no value")
                 if isinstance(result, ProviderError):
-                    work.fail(str(result), "provider")
+                    work.fail(str(result), "provider", transient=result.transient)
                     continue
                 self.redactor.register(result.value)
                 work.values[key] = result

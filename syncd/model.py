@@ -104,6 +104,8 @@ class PlanItem:
     deleted: list[str] = field(default_factory=list)
     error: str | None = None
     error_kind: ErrorKind | None = None
+    #: the failure may pass by itself (throttled, unreachable, 5xx), as the provider judged it
+    transient: bool = False
     #: Things worth saying that are not failures (a named consumer missing, a rollout going on).
     notes: list[str] = field(default_factory=list)
 

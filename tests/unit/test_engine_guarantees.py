@@ -238,3 +238,23 @@ def test_an_unconverged_consumer_is_reported_every_cycle(write_config, world):
         assert result.target_writes == 0
     world.services["web"].unconverged = None
     assert Engine(load_config(path)).run_cycle().ok
+
+
+def test_a_transient_provider_failure_says_so(write_config, world, monkeypatch):
+    """``transient`` (throttled, unreachable, 5xx) reaches the item and the JSON document, so
+    a pipeline can tell a blip from a broken reference."""
+    from providers.file import FileProvider
+    from syncd.errors import ProviderError
+
+    path = write_config(values={"a": new_value(), "b": new_value()}, target=memory(world))
+
+    def flaky(self, refs):
+        return {
+            ref: ProviderError(self.name, ref.describe(), "throttled", transient=ref.key == "a")
+            for ref in refs
+        }
+
+    monkeypatch.setattr(FileProvider, "versions", flaky)
+    doc = Engine(load_config(path)).run_cycle().to_json()
+    assert {s["name"]: s["transient"] for s in doc["secrets"]} == {"a": True, "b": False}
+    assert {s["error_kind"] for s in doc["secrets"]} == {"provider"}
