@@ -21,7 +21,6 @@ AWS bill see too. boto3 is imported lazily so the plain install works without it
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 import threading
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from providers.base import ProviderConfig
 from syncd.duration import Duration
 from syncd.errors import SyncdError
+from syncd.registry import missing_modules
 
 log = logging.getLogger("syncd.providers.aws")
 
@@ -158,13 +158,9 @@ class AwsCallError(Exception):
         return self.code in ("AccessDenied", "AccessDeniedException")
 
 
-def missing_sdk() -> str | None:
-    """Why the AWS providers can't run here (boto3 not installed), without importing it."""
-    try:
-        found = importlib.util.find_spec("boto3") is not None
-    except (ImportError, ValueError):
-        found = False
-    return None if found else f"the AWS providers need boto3: {INSTALL_HINT}"
+def missing_sdk(provider: str) -> str | None:
+    """Why an AWS provider can't run here (boto3 not installed), without importing it."""
+    return missing_modules(f"the {provider} provider", ("boto3",), "aws")
 
 
 def import_boto3() -> Any:

@@ -142,7 +142,7 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
     @classmethod
     def unavailable(cls) -> str | None:
         """boto3 not installed: name the extra (checked at config load, without importing)."""
-        return missing_sdk()
+        return missing_sdk("aws-secrets-manager")
 
     def __init__(self, config: AwsSecretsManagerConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)

@@ -111,7 +111,7 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
     @classmethod
     def unavailable(cls) -> str | None:
         """boto3 not installed: name the extra (checked at config load, without importing)."""
-        return missing_sdk()
+        return missing_sdk("aws-ssm")
 
     def __init__(self, config: AwsSsmConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)

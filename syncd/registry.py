@@ -9,6 +9,8 @@ the plain install work without any cloud SDK.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -88,3 +90,20 @@ def _available(names: dict[str, str], load: Any) -> dict[str, Any]:
         except PluginError:
             continue
     return result
+
+
+def missing_modules(plugin: str, modules: Sequence[str], extra: str) -> str | None:
+    """Why ``plugin`` can't run here: the modules it needs that aren't installed, and the
+    extra that installs them. Checked without importing them, so ``syncd check`` stays cheap;
+    every plugin's ``unavailable()`` answers with this."""
+    missing = [module for module in modules if not _installed(module)]
+    if not missing:
+        return None
+    return f"{plugin} needs {' and '.join(missing)}: pip install 'syncd[{extra}]'"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken __spec__
+        return False

@@ -34,7 +34,6 @@ works without it and says which extra to install.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import random
@@ -64,6 +63,7 @@ from providers.azure_key_vault.settings import (
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field, utf8
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
+from syncd.registry import missing_modules
 
 __all__ = [
     "FRESH_SECONDS",
@@ -109,10 +109,7 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     @classmethod
     def unavailable(cls) -> str | None:
         """The Azure SDK not installed: name the extra, without importing it."""
-        missing = [name for name in NEEDS if not _installed(name)]
-        if missing:
-            return f"the azure-key-vault provider needs {' and '.join(missing)}: {INSTALL_HINT}"
-        return None
+        return missing_modules("the azure-key-vault provider", NEEDS, "azure")
 
     def __init__(self, config: AzureKeyVaultConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)
@@ -433,14 +430,6 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     def _explain(self, exc: BaseException, doing: str) -> tuple[str, bool]:
         """A one-line, value-free reason for a failed call, and whether it may pass by itself."""
         return explain(exc, doing, vault=self._vault, retry_total=self.config.retry_total)
-
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (cheap at config load)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _timestamp_token(updated: float | None, now: float) -> str | None:

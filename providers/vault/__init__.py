@@ -24,7 +24,6 @@ built, so ``syncd check`` works without it and says which extra to install.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -47,6 +46,7 @@ from providers.vault.settings import (
 from providers.vault.tokens import Tokens
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
+from syncd.registry import missing_modules
 
 __all__ = [
     "AppRoleAuth",
@@ -98,10 +98,7 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
     @classmethod
     def unavailable(cls) -> str | None:
         """hvac (and requests) not installed: name the extra, without importing them."""
-        missing = [name for name in NEEDS if not _installed(name)]
-        if missing:
-            return f"the vault provider needs {' and '.join(missing)}: {INSTALL_HINT}"
-        return None
+        return missing_modules("the vault provider", NEEDS, "vault")
 
     def __init__(self, config: VaultProviderConfig, *, context: ProviderContext) -> None:
         super().__init__(config, context=context)
@@ -416,14 +413,6 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
 
     def _error(self, ref: VaultRef, failure: Failure) -> ProviderError:
         return self.error(ref, failure.message, transient=failure.transient)
-
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (cheap at config load)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _is_denial(answer: object) -> bool:

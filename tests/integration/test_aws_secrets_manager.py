@@ -765,7 +765,7 @@ def test_check_names_a_missing_boto3_with_file_and_line(tmp_path, aws):
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"{config}:{line}: providers.aws.type:" in run.stderr
-    assert "need boto3: pip install 'syncd[aws]'" in run.stderr
+    assert "needs boto3: pip install 'syncd[aws]'" in run.stderr
 
 
 def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, CycleResult]:

@@ -13,143 +13,28 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from syncd.config import load_config
-from syncd.engine import CycleResult, Engine
+from syncd.engine import Engine
 from syncd.errors import SyncdError
 from tests.conftest import ROOT, new_value, wait_until
+from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    container,
+    deployment,
+    ns_fixture,
+    project_fixture,
+    ref,
+    rolled_out,
+    secret_names,
+    template_secret_refs,
+    token_kubeconfig,
+)
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def ns(api: Any) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    api.CoreV1Api().create_namespace({"metadata": {"name": name}})
-    yield name
-    api.CoreV1Api().delete_namespace(name)
-
-
-class Project:
-    """A config folder: a source file, a syncd.yaml pointing at the test cluster."""
-
-    def __init__(self, root: Path, kubeconfig: str, namespace: str) -> None:
-        self.root = root
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
-
-    def values(self, **values: str) -> None:
-        (self.root / "keys.yaml").write_text(yaml.safe_dump(values))
-
-    def config(
-        self,
-        secrets: list[dict[str, Any]],
-        *,
-        top: dict[str, Any] | None = None,
-        file: str = "syncd.yaml",
-        **target: Any,
-    ) -> Path:
-        """Write a config; ``top`` adds top-level keys (``instance``, ``prune``...)."""
-        doc = {
-            **(top or {}),
-            "providers": {"local": {"type": "file", "path": "keys.yaml"}},
-            "target": {
-                "type": "kubernetes",
-                "namespace": self.namespace,
-                "kubeconfig": self.kubeconfig,
-                "poll_interval": 0.3,
-                **target,
-            },
-            "defaults": {"timeout": "60s"},
-            "secrets": secrets,
-        }
-        path = self.root / file
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return path
-
-    def cycle(self, path: Path | None = None, **kwargs: Any) -> CycleResult:
-        engine = Engine(load_config(path or self.root / "syncd.yaml"))
-        try:
-            return engine.run_cycle(**kwargs)
-        finally:
-            engine.close()
-
-    def syncd(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The CLI, as a user runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "syncd", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-
-@pytest.fixture
-def project(tmp_path: Path, kube_env: dict[str, str], ns: str) -> Project:
-    return Project(tmp_path, kube_env["KUBECONFIG"], ns)
-
-
-def ref(key: str) -> dict[str, str]:
-    return {"provider": "local", "key": key}
-
-
-def deployment(name: str, pod_spec: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
-            **spec,
-        },
-    }
-
-
-def container(**extra: Any) -> dict[str, Any]:
-    return {"name": "app", "image": "example.invalid/agent-zero:1", **extra}
-
-
-def rolled_out(api: Any, ns: str, name: str) -> bool:
-    d = api.AppsV1Api().read_namespaced_deployment(name, ns)
-    s = d.status
-    return bool(
-        (s.observed_generation or 0) >= d.metadata.generation
-        and (s.updated_replicas or 0) == d.spec.replicas
-        and (s.available_replicas or 0) == d.spec.replicas
-        and (s.replicas or 0) == d.spec.replicas
-    )
-
-
-def secret_names(api: Any, ns: str) -> set[str]:
-    return {s.metadata.name for s in api.CoreV1Api().list_namespaced_secret(ns).items}
-
-
-def template_secret_refs(template: Any) -> set[str]:
-    spec = template.spec
-    refs = set()
-    for c in spec.containers:
-        for e in c.env or []:
-            if e.value_from and e.value_from.secret_key_ref:
-                refs.add(e.value_from.secret_key_ref.name)
-        for f in c.env_from or []:
-            if f.secret_ref:
-                refs.add(f.secret_ref.name)
-    for v in spec.volumes or []:
-        if v.secret:
-            refs.add(v.secret.secret_name)
-        if v.projected:
-            refs.update(s.secret.name for s in v.projected.sources if s.secret)
-    refs.update(p.name for p in spec.image_pull_secrets or [])
-    return refs
 
 
 # ---------------------------------------------------------------------- the guide's example
@@ -726,32 +611,6 @@ def test_in_place_never_overwrites_another_managed_secret(api, project, ns):
 # ---------------------------------------------------------------------- RBAC
 
 
-def _token_kubeconfig(api: Any, kube_env: dict[str, str], ns: str, sa: str, path: Path) -> str:
-    token = (
-        api.CoreV1Api()
-        .create_namespaced_service_account_token(sa, ns, {"spec": {"expirationSeconds": 3600}})
-        .status.token
-    )
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "test",
-                "cluster": {
-                    "server": kube_env["SYNCD_KUBE_SERVER"],
-                    "certificate-authority": kube_env["SYNCD_KUBE_CA"],
-                },
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": sa, "namespace": ns}}],
-        "current-context": "test",
-    }
-    path.write_text(yaml.safe_dump(doc))
-    return str(path)
-
-
 def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path):
     core, rbac = api.CoreV1Api(), api.RbacAuthorizationV1Api()
     core.create_namespaced_service_account(ns, {"metadata": {"name": "syncd"}})
@@ -801,7 +660,7 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
             "data": {"old": base64.b64encode(b"x").decode()},
         },
     )
-    granted = _token_kubeconfig(api, kube_env, ns, "syncd", tmp_path / "sa.kubeconfig")
+    granted = token_kubeconfig(api, kube_env, ns, "syncd", tmp_path / "sa.kubeconfig")
     project.values(key=new_value())
     path = project.config(
         [{"name": "api-key", "from": ref("key"), "keep": 0}],
@@ -836,7 +695,7 @@ def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path)
         assert elector.try_acquire_or_renew()
     finally:
         engine.close()
-    denied = _token_kubeconfig(api, kube_env, ns, "nobody", tmp_path / "nobody.kubeconfig")
+    denied = token_kubeconfig(api, kube_env, ns, "nobody", tmp_path / "nobody.kubeconfig")
     path = project.config([{"name": "api-key", "from": ref("key")}], kubeconfig=denied)
     result = project.cycle(path)
     assert not result.ok
@@ -854,7 +713,7 @@ def test_a_missing_sdk_is_reported_by_check_with_its_place(project):
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert run.returncode == 1
-    assert "target.type: the kubernetes target needs the kubernetes package" in run.stderr
+    assert "target.type: the kubernetes target needs kubernetes: " in run.stderr
     assert "pip install 'syncd[kubernetes]'" in run.stderr
 
 

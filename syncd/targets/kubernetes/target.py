@@ -7,7 +7,6 @@ offline rules. This class holds the one API client they share and the installati
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -16,6 +15,7 @@ from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import KubeClient
 from syncd.leader import LeaderElector, default_lease
 from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
 from syncd.targets.kubernetes.consumers import Consumers
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, collisions, spec_problems
@@ -56,12 +56,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
     @classmethod
     def unavailable(cls) -> str | None:
         """The kubernetes package is an extra."""
-        if importlib.util.find_spec("kubernetes") is None:
-            return (
-                "the kubernetes target needs the kubernetes package: "
-                "pip install 'syncd[kubernetes]'"
-            )
-        return None
+        return missing_modules("the kubernetes target", ("kubernetes",), "kubernetes")
 
     @classmethod
     def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:

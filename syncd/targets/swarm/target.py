@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
 from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.registry import missing_modules
 from syncd.render import FOR_EACH, source_parts
 from syncd.targets.base import (
     DEFAULT_INSTANCE,
@@ -114,11 +115,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
     @classmethod
     def unavailable(cls) -> str | None:
         """The Docker SDK is an extra."""
-        try:
-            import docker  # noqa: F401 - only checks the SDK is there
-        except ImportError:
-            return "the swarm target needs the Docker SDK: pip install 'syncd[swarm]'"
-        return None
+        return missing_modules("the swarm target", ("docker",), "swarm")
 
     @classmethod
     def validate_spec(cls, spec: SecretSpec[Any], config: TargetConfig) -> list[str]:
