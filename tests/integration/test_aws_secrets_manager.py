@@ -9,14 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import struct
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +34,7 @@ from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
 from syncd.errors import ProviderError
 from tests.conftest import ROOT, new_value
+from tests.integration.faults import check_without, dead_endpoint, timed_cycle
 
 pytestmark = pytest.mark.backend("aws")
 
@@ -711,11 +708,11 @@ def test_a_value_that_is_not_unicode_fails_alone(tmp_path, aws, sm, prefix):
 def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, aws, prefix):
     """Default settings, an endpoint that accepts and never answers: ListSecrets times out,
     is retried once, and the cycle ends after about 2 x read_timeout (5 s), not minutes."""
-    with _dead_endpoint("hang") as url:
+    with dead_endpoint("hang") as url:
         engine = engine_for(
             tmp_path, aws, [one(f"s{i}", name=f"{prefix}s{i}") for i in range(5)], endpoint_url=url
         )
-        elapsed, result = _timed_cycle(engine, bound=15.0)
+        elapsed, result = timed_cycle(engine, bound=15.0)
         engine.close()
     assert all(
         "ListSecrets: endpoint timed out (after 2 attempts)" in e for e in errors(result).values()
@@ -727,9 +724,9 @@ def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, a
 
 @pytest.mark.parametrize("kind", ["refuse", "reset"])
 def test_dead_endpoint_fails_a_cycle_fast_with_defaults(tmp_path, aws, prefix, kind):
-    with _dead_endpoint(kind) as url:
+    with dead_endpoint(kind) as url:
         engine = engine_for(tmp_path, aws, [one("s", name=f"{prefix}s")], endpoint_url=url)
-        elapsed, result = _timed_cycle(engine, bound=3.0)
+        elapsed, result = timed_cycle(engine, bound=3.0)
         engine.close()
     assert "endpoint unreachable (after 2 attempts)" in errors(result)["s"]
     assert result.calls["aws"] == {"ListSecrets": 2}
@@ -753,68 +750,7 @@ def test_time_settings_take_durations(tmp_path, aws):
 def test_check_names_a_missing_boto3_with_file_and_line(tmp_path, aws):
     config = write_config(tmp_path, aws, [one("x", name="x")])
     line = config.read_text().splitlines().index("    type: aws-secrets-manager") + 1
-    blocked = (
-        "import sys; sys.modules['boto3'] = None; from syncd.cli import main; sys.exit(main())"
-    )
-    run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-c", blocked, "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = check_without("boto3", config)
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"{config}:{line}: providers.aws.type:" in run.stderr
     assert "needs boto3: pip install 'syncd[aws]'" in run.stderr
-
-
-def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, CycleResult]:
-    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
-    box: dict[str, CycleResult] = {}
-    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(bound + 1.0)
-    elapsed = time.monotonic() - started
-    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
-    return elapsed, box["r"]
-
-
-@contextmanager
-def _dead_endpoint(kind: str) -> Iterator[str]:
-    """A loopback URL whose server accepts and never answers ("hang"), resets every
-    connection at once ("reset"), or doesn't listen at all ("refuse")."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    if kind == "refuse":
-        listener.close()
-        yield url
-        return
-    listener.listen(64)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            if kind == "reset":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-            else:
-                held.append(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield url
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,7 @@ import yaml
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
 from tests.conftest import new_value
+from tests.integration.faults import dead_endpoint, timed_cycle
 
 pytestmark = pytest.mark.backend("aws")
 
@@ -225,11 +221,11 @@ def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, a
     """Default settings, named parameters and three paths, an endpoint that accepts and never
     answers: the first DescribeParameters times out twice (5 s each); the hold fails the
     other listings at once instead of 4 x 10 s."""
-    with _hung_endpoint() as url:
+    with dead_endpoint("hang") as url:
         secrets = [one(f"n{i}", name=f"{base}/n{i}") for i in range(3)]
         secrets += [one(f"p{i}", path=f"{base}/p{i}") for i in range(3)]
         engine = engine_for(tmp_path, aws, secrets, endpoint_url=url)
-        elapsed, result = _timed_cycle(engine, bound=15.0)
+        elapsed, result = timed_cycle(engine, bound=15.0)
         engine.close()
     errs = errors(result)
     assert len(errs) == 6
@@ -237,27 +233,3 @@ def test_hung_endpoint_costs_a_cycle_two_read_timeouts_with_defaults(tmp_path, a
     assert all("endpoint timed out" in e for e in errs.values())
     assert result.calls["ssm"] == {"DescribeParameters": 2}  # the held ones are never sent
     assert 9.5 < elapsed < 15.0, f"{elapsed:.1f}s"
-
-
-def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, CycleResult]:
-    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
-    box: dict[str, CycleResult] = {}
-    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(bound + 1.0)
-    elapsed = time.monotonic() - started
-    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
-    return elapsed, box["r"]
-
-
-@contextmanager
-def _hung_endpoint() -> Iterator[str]:
-    """A loopback URL whose server accepts every connection and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from providers.azure_key_vault import FRESH_SECONDS, AzureKeyVaultProvider
 from syncd.config import load_config
 from syncd.engine import Engine
 from tests.conftest import ROOT, backend_env, new_value
+from tests.integration.faults import check_without, dead_port, timed_cycle
 
 pytestmark = pytest.mark.backend("azure")
 
@@ -788,65 +787,7 @@ def test_check_names_a_missing_sdk_with_file_and_line(
     secrets = [{"name": "x", "from": {"provider": "kv", "name": "x"}}]
     config = write_config(tmp_path, default_block(azure), secrets)
     line = config.read_text().splitlines().index("    type: azure-key-vault") + 1
-    blocked = (
-        "import sys; sys.modules['azure.keyvault.secrets'] = None; "
-        "from syncd.cli import main; sys.exit(main())"
-    )
-    run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-c", blocked, "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = check_without("azure.keyvault.secrets", config)
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"{config}:{line}: providers.kv.type:" in run.stderr
     assert "needs azure.keyvault.secrets: pip install 'syncd[azure]'" in run.stderr
-
-
-def timed_cycle(engine: Engine, *, bound: float) -> tuple[float, Any]:
-    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
-    box: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(bound + 1.0)
-    elapsed = time.monotonic() - started
-    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
-    return elapsed, box["r"]
-
-
-@contextmanager
-def dead_port(kind: str) -> Iterator[int]:
-    """A loopback port that accepts and never answers ("hang"), resets every connection at
-    once ("reset"), or has no listener ("refuse")."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = int(listener.getsockname()[1])
-    if kind == "refuse":
-        listener.close()
-        yield port
-        return
-    listener.listen(64)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    if kind == "reset":
-        thread.start()
-    try:
-        yield port
-    finally:
-        stop.set()
-        if kind == "reset":
-            thread.join()
-        listener.close()

@@ -17,13 +17,11 @@ import json
 import os
 import secrets
 import socket
-import struct
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +41,7 @@ from syncd.engine import Engine
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 from tests.conftest import ROOT, backend_env, new_value
+from tests.integration.faults import check_without, dead_port, timed_cycle
 
 pytestmark = pytest.mark.backend("vault")
 
@@ -574,7 +573,7 @@ def test_hung_server_costs_a_cycle_two_timeouts_with_defaults(tmp_path: Path) ->
     addr = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         engine = Engine(load_config(_dead_config(tmp_path, addr, 20)))
-        elapsed, result = _timed_cycle(engine, bound=15.0)
+        elapsed, result = timed_cycle(engine, bound=15.0)
         engine.close()
     finally:
         handler.release.set()
@@ -593,10 +592,10 @@ def test_hung_server_costs_a_cycle_two_timeouts_with_defaults(tmp_path: Path) ->
 @pytest.mark.parametrize("kind", ["refused", "reset"])
 def test_dead_server_fails_a_cycle_fast_with_defaults(tmp_path: Path, kind: str) -> None:
     """A port nobody listens on, or a server that resets every connection: under a second."""
-    with _resetting_port() as port:
+    with dead_port("reset") as port:
         target = _closed_port() if kind == "refused" else port
         engine = Engine(load_config(_dead_config(tmp_path, f"http://127.0.0.1:{target}", 5)))
-        elapsed, result = _timed_cycle(engine, bound=3.0)
+        elapsed, result = timed_cycle(engine, bound=3.0)
         engine.close()
     assert all("is unreachable" in (i.error or "") for i in result.items)
     assert result.calls["vault"] == {"lookup_self": 2}  # tried, retried once, then given up
@@ -1028,15 +1027,8 @@ def test_check_names_a_missing_hvac_with_file_and_line(tmp_path: Path, env: dict
     """Without hvac, ``syncd check`` fails on the provider's ``type:`` line, naming the extra."""
     config = _config(tmp_path, env, [{"name": "x", "from": {"provider": "vault", "path": "a"}}])
     line = config.read_text().splitlines().index("    type: vault") + 1
-    blocked = "import sys; sys.modules['hvac'] = None; from syncd.cli import main; sys.exit(main())"
+    run = check_without("hvac", config)
     python = str(ROOT / ".venv" / "bin" / "python")
-    run = subprocess.run(
-        [python, "-c", blocked, "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"{config}:{line}: providers.vault.type:" in run.stderr
     assert "needs hvac: pip install 'syncd[vault]'" in run.stderr
@@ -1081,43 +1073,3 @@ def _self_signed_ca() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _timed_cycle(engine: Engine, *, bound: float) -> tuple[float, Any]:
-    """One engine cycle and its wall time; fails as soon as it runs over ``bound`` seconds."""
-    box: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: box.setdefault("r", engine.run_cycle()), daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(bound + 1.0)
-    elapsed = time.monotonic() - started
-    assert not thread.is_alive(), f"the cycle was still running after {elapsed:.1f}s"
-    return elapsed, box["r"]
-
-
-@contextmanager
-def _resetting_port() -> Iterator[int]:
-    """A loopback port that accepts every connection and resets it at once (RST)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
