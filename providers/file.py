@@ -35,12 +35,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref
 from syncd.envfile import EnvFileError, parse_env
 from syncd.errors import ProviderError
 from syncd.model import Fetched
+from syncd.reading import read_bounded
+from syncd.yaml_depth import MAX_NESTING, too_deep
 
 FileFormat = Literal["yaml", "env", "json", "chit"]
 #: libyaml's parser when PyYAML was built with it; only its node composer is used.
@@ -69,6 +71,14 @@ class FileProviderConfig(ProviderConfig):
     encoding: Literal["utf-8", "base64"] = Field(
         "utf-8", description="base64: every value in the file is base64 (binary secrets)."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        """Refused here, with the place in the config, rather than when the file is opened."""
+        if not value or "\0" in value:
+            raise ValueError("must be a file path (not empty, no NUL character)")
+        return value
 
 
 class FileRef(Ref):
@@ -149,7 +159,7 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
         try:
             token = self._token()
             self.count("read")
-            raw = self.path.read_bytes()
+            raw = read_bounded(self.path)
         except OSError as exc:
             return {ref: self._read_error(ref, exc) for ref in refs}
         results: dict[FileRef, Fetched | ProviderError] = {}
@@ -171,7 +181,7 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
             token = self._token()
             if self._listed is None or self._listed[0] != token:
                 self.count("read")
-                self._listed = (token, list(self._parse(self.path.read_bytes())))
+                self._listed = (token, list(self._parse(read_bounded(self.path))))
         except OSError as exc:
             return self._read_error(ref, exc)
         except FileFormatError as exc:
@@ -242,6 +252,9 @@ class _Loader(_YAML_BASE):  # type: ignore[valid-type,misc]
 
 def parse_yaml(text: str) -> dict[str, Entry]:
     """A YAML mapping of ``key: value``, every value the text it is written as."""
+    deep = too_deep(text)
+    if deep is not None:
+        raise FileFormatError(f"is nested more than {MAX_NESTING} levels deep", line=deep)
     loader = _Loader(text)
     try:
         root = loader.get_single_node()

@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from syncd.errors import ConfigError, ConfigIssue
+from syncd.reading import read_bounded
+from syncd.yaml_depth import MAX_NESTING, too_deep
 
 Loc = tuple[str | int, ...]
 
@@ -136,7 +138,11 @@ class Reader:
             self.issue(loc, f"YAML tag {_short_tag(node.tag)} is not allowed; quote the value")
             return None
         if isinstance(node, yaml.ScalarNode):
-            value = _scalar(node)
+            try:
+                value = _scalar(node)
+            except ValueError:  # a decimal integer longer than Python converts (4300 digits)
+                self.issue(loc, "the number has too many digits")
+                return None
             return self.expand(value, loc) if isinstance(value, str) else value
         if len(loc) >= MAX_DEPTH:
             raise _Stop(f"nested more than {MAX_DEPTH} levels deep", node)
@@ -248,7 +254,7 @@ def read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, Reader]:
     """Parse one file into plain data; problems are on ``reader.issues`` or raised."""
     reader = Reader(str(path), env)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [ConfigIssue(str(path), "", f"can't read config: {exc.strerror or exc}")]
@@ -257,6 +263,11 @@ def read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, Reader]:
         raise ConfigError([ConfigIssue(str(path), "", "config is not UTF-8 text")]) from exc
     except ValueError as exc:  # a NUL in the path
         raise ConfigError([ConfigIssue(str(path), "", f"can't read config: {exc}")]) from exc
+    deep = too_deep(text)
+    if deep is not None:
+        raise ConfigError(
+            [ConfigIssue(str(path), "", f"refused: nested more than {MAX_NESTING} levels", deep)]
+        )
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -265,6 +276,9 @@ def read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, Reader]:
         data = reader.read_document(node)
     except yaml.YAMLError as exc:
         issue = ConfigIssue(str(path), "", _yaml_problem(exc), _yaml_line(exc, text))
+        raise ConfigError([issue]) from exc
+    except RecursionError as exc:  # PyYAML without libyaml composes in Python
+        issue = ConfigIssue(str(path), "", f"refused: nested more than {MAX_NESTING} levels")
         raise ConfigError([issue]) from exc
     except _Stop as exc:
         raise ConfigError([ConfigIssue(str(path), "", f"refused: {exc}", exc.line)]) from exc

@@ -196,6 +196,9 @@ def test_tags_dates_and_merge_keys_are_refused_not_crashes(tmp_path, text, messa
         ("a: &x [*x]\n", "recursive alias", 1),
         ('a: "\x00"\n', "control characters are not allowed", 1),
         ("a: " + "[" * 70 + "]" * 70 + "\n", "nested more than", 1),
+        # PyYAML < 6.0.4 segfaults on this; the depth bound refuses it before libyaml runs
+        ("a: 1\nb: " + "[" * 100_000 + "\n", "nested more than 500 levels", 2),
+        ("- " * 100_000 + "x\n", "nested more than 500 levels", 1),
         ('extends: "a\\0b"\n', "extends: must be the path of a base config file", 1),
     ],
 )
@@ -320,3 +323,18 @@ def test_third_party_plugins_register_through_entry_points(monkeypatch, tmp_path
     assert registry.target_class("acme-memory").__name__ == "MemoryTarget"
     with pytest.raises(registry.PluginError, match=r"known: .*acme-memory"):
         registry.target_class("nope")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_extends_never_reads_a_device_or_a_pipe(tmp_path, special):
+    """``extends: /dev/zero`` would read forever; a FIFO would block until a writer came."""
+    import os
+    import time
+
+    if special == "fifo":
+        os.mkfifo(tmp_path / "fifo.yaml")
+        special = "fifo.yaml"
+    start = time.monotonic()
+    (problem,) = errors_of(tmp_path, f"extends: {special}\nproviders: {{}}\n")
+    assert "can't read config: not a regular file" in problem
+    assert time.monotonic() - start < 2
