@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import new_value, wait_until
-from tests.integration import test_kubernetes as kt
-from tests.integration.test_kubernetes import (
+from tests.integration.kube_util import (  # noqa: F401 - ns: a fixture
     Project,
     container,
     deployment,
+    ns_fixture,
     ref,
     rolled_out,
     secret_names,
@@ -27,8 +27,6 @@ from tests.integration.test_kubernetes import (
 )
 
 pytestmark = pytest.mark.timeout(300)
-
-ns = kt.ns
 
 
 def _project(root: Path, kube_env: dict[str, str], namespace: str) -> Project:

@@ -10,23 +10,17 @@ apart.
 from __future__ import annotations
 
 import base64
-import http.client
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -35,76 +29,22 @@ from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.leader import LeaderElector
 from tests.conftest import new_value, wait_until
-from tests.integration import test_kubernetes as kt
-from tests.integration.test_kubernetes import Project, ref, secret_names
+from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    Project,
+    Proxy,
+    free_port,
+    leads,
+    ns_fixture,
+    project_fixture,
+    ref,
+    secret_names,
+    write_kubeconfig,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
-ns = kt.ns
-project = kt.project
-
 #: Election settings short enough for a test: lease 3 s, writes stop 2 s after a renewal.
 ELECTION = {"enabled": True, "duration": 3, "renew_deadline": 2, "renew_every": 0.3}
-
-
-@dataclass
-class Proxy:
-    """An HTTP front of the API server for one process; records every request it forwards."""
-
-    upstream: str
-    context: ssl.SSLContext
-    requests: list[tuple[float, str, str]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    def writes(self, since: float = 0.0) -> list[tuple[float, str, str]]:
-        """Writes to the target (not to the Lease) at or after ``since``."""
-        return [
-            r for r in self.requests if r[1] != "GET" and "/leases" not in r[2] and r[0] >= since
-        ]
-
-    def start(self) -> int:
-        proxy = self
-        target = urlparse(self.upstream)
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                proxy.requests.append((time.monotonic(), self.command, self.path))
-                conn = http.client.HTTPSConnection(
-                    target.hostname, target.port, context=proxy.context, timeout=30
-                )
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() in ("content-type", "accept", "content-length")
-                }
-                conn.request(self.command, self.path, body=body, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read()
-                conn.close()
-                try:
-                    self.send_response(answer.status)
-                    self.send_header("Content-Type", answer.getheader("Content-Type") or "")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client went away (a killed process): nothing to answer
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return int(self.server.server_address[1])
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture
@@ -118,20 +58,10 @@ def proxies(kube_env: dict[str, str], tmp_path: Path) -> Iterator[list[tuple[Pro
     for i in range(2):
         proxy = Proxy(kube_env["SYNCD_KUBE_SERVER"], context)
         port = proxy.start()
-        config = tmp_path / f"proxy-{i}.kubeconfig"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "p", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                    "users": [{"name": "p", "user": {}}],
-                    "contexts": [{"name": "p", "context": {"cluster": "p", "user": "p"}}],
-                    "current-context": "p",
-                }
-            )
+        config = write_kubeconfig(
+            tmp_path / f"proxy-{i}.kubeconfig", server=f"http://127.0.0.1:{port}"
         )
-        made.append((proxy, str(config)))
+        made.append((proxy, config))
     yield made
     for proxy, _ in made:
         proxy.stop()
@@ -225,20 +155,6 @@ def _synced(api: Any, ns: str, value: str) -> int | None:
     return newest if data == value else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _leader(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return "syncd_leader 1.0" in resp.read().decode()
-    except OSError:
-        return False
-
-
 def test_paused_then_killed_leaders_hand_over_and_never_write_out_of_turn(
     api, project, ns, proxies
 ):
@@ -246,7 +162,7 @@ def test_paused_then_killed_leaders_hand_over_and_never_write_out_of_turn(
     over and syncs; the frozen one, resumed, writes nothing. Then the new leader is killed and
     the first takes over again within a lease duration."""
     project.values(key=new_value())
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     paths = [_config(project, proxies[i][1], f"p{i}.yaml") for i in range(2)]
     procs: list[subprocess.Popen[str]] = []
 
@@ -265,16 +181,16 @@ def test_paused_then_killed_leaders_hand_over_and_never_write_out_of_turn(
 
     try:
         start(0)
-        wait_until("process 0 leads", lambda: _leader(ports[0]))
+        wait_until("process 0 leads", lambda: leads(ports[0]))
         start(1)
         wait_until("v1", lambda: "api-key-v1" in secret_names(api, ns))
         time.sleep(1)
-        assert not _leader(ports[1])
+        assert not leads(ports[1])
         procs[0].send_signal(signal.SIGSTOP)
         paused = time.monotonic()
         value = new_value()
         project.values(key=value)
-        wait_until("process 1 takes over", lambda: _leader(ports[1]), timeout=20)
+        wait_until("process 1 takes over", lambda: leads(ports[1]), timeout=20)
         takeover = time.monotonic() - paused
         wait_until("the change synced by process 1", lambda: _synced(api, ns, value))
         procs[0].send_signal(signal.SIGCONT)
@@ -286,10 +202,10 @@ def test_paused_then_killed_leaders_hand_over_and_never_write_out_of_turn(
         assert wait_until("process 1 keeps syncing", lambda: _synced(api, ns, value)) > 2
         late = proxies[0][0].writes(since=paused)
         assert late == [], "the paused leader wrote after losing its lease"
-        assert not _leader(ports[0])
+        assert not leads(ports[0])
         procs[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        wait_until("process 0 takes over again", lambda: _leader(ports[0]), timeout=20)
+        wait_until("process 0 takes over again", lambda: leads(ports[0]), timeout=20)
         failover = time.monotonic() - killed
         value = new_value()
         project.values(key=value)

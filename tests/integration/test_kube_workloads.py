@@ -19,12 +19,15 @@ import pytest
 from syncd.config import load_config
 from syncd.doctor import diagnose
 from tests.conftest import new_value, wait_until
-from tests.integration import test_kubernetes as kt
-from tests.integration.test_kubernetes import container, deployment, ref, rolled_out, secret_names
-
-# the namespace and config-folder fixtures of the kubernetes target's tests
-ns = kt.ns
-project = kt.project
+from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    container,
+    deployment,
+    ns_fixture,
+    project_fixture,
+    ref,
+    rolled_out,
+    secret_names,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
