@@ -267,7 +267,7 @@ class LeaderElector:
                 with self._lock:
                     self._valid_until = -math.inf
                 return False
-            raise  # unreachable: a holder keeps writing only until its deadline runs out
+            raise  # 403, 5xx, unreachable: _loop logs it; the deadline ends leadership
         with self._lock:
             self._observed = _record(written.get("spec") or {})
             self._observed_at = self.clock()

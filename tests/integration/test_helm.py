@@ -4,7 +4,6 @@ real sync with the chart's own ServiceAccount token (RBAC proven, not assumed)."
 from __future__ import annotations
 
 import base64
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,25 +14,10 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import Engine
-from tests.conftest import ROOT, new_value
+from tests.conftest import new_value
+from tests.integration.kube_util import CHART, helm, token_kubeconfig
 
-CHART = ROOT / "helm" / "syncd"
 pytestmark = pytest.mark.timeout(300)
-
-
-def helm(
-    kube_env: dict[str, str], *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(
-        [kube_env["SYNCD_KUBE_HELM"], "--kubeconfig", kube_env["KUBECONFIG"], *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if check and run.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
-    return run
 
 
 def values_file(tmp_path: Path, **values: Any) -> Path:
@@ -230,35 +214,6 @@ def test_manifests_pass_server_side_validation(kube_env, api, tmp_path, namespac
         resource.create(body=doc, namespace=target_ns, dry_run="All")
 
 
-def _sa_kubeconfig(api: Any, kube_env: dict[str, str], ns: str, sa: str, path: Path) -> Path:
-    token = (
-        api.CoreV1Api()
-        .create_namespaced_service_account_token(sa, ns, {"spec": {"expirationSeconds": 600}})
-        .status.token
-    )
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": kube_env["SYNCD_KUBE_SERVER"],
-                            "certificate-authority": kube_env["SYNCD_KUBE_CA"],
-                        },
-                    }
-                ],
-                "users": [{"name": sa, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
-
-
 def test_install_and_sync_with_the_charts_service_account(kube_env, api, tmp_path, namespaces):
     ns, other, forbidden = namespaces
     values = values_file(tmp_path, namespaces=[other])
@@ -273,7 +228,7 @@ def test_install_and_sync_with_the_charts_service_account(kube_env, api, tmp_pat
         configmap = core.read_namespaced_config_map("rel-syncd", ns)
         config = yaml.safe_load(configmap.data["syncd.yaml"])
         config["target"]["kubeconfig"] = str(
-            _sa_kubeconfig(api, kube_env, ns, "rel-syncd", tmp_path / "sa.kubeconfig")
+            token_kubeconfig(api, kube_env, ns, "rel-syncd", tmp_path / "sa.kubeconfig")
         )
         path = tmp_path / "syncd.yaml"
         path.write_text(yaml.safe_dump(config))
