@@ -256,3 +256,19 @@ def test_install_and_sync_with_the_charts_service_account(kube_env, api, tmp_pat
         assert "RBAC denied" in (denied.items[0].error or "")
     finally:
         helm(kube_env, "uninstall", "rel", "-n", ns)
+
+
+def test_an_upgraded_release_can_keep_the_default_installation(kube_env, tmp_path):
+    """A release from before installations had names keeps its unlabelled objects with
+    config.instance: default, and its Lease keeps the old name."""
+    values = values_file(tmp_path)
+    doc = yaml.safe_load(values.read_text())
+    doc["config"]["instance"] = "default"
+    values.write_text(yaml.safe_dump(doc))
+    run = helm(kube_env, "template", "old-release", str(CHART), "-n", "apps", "-f", str(values))
+    docs = [d for d in yaml.safe_load_all(run.stdout) if d]
+    config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["syncd.yaml"])
+    assert config["instance"] == "default"
+    assert config["target"]["leader_election"]["lease"] == "syncd-leader"
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert [r["resourceNames"] for r in role["rules"] if "resourceNames" in r] == [["syncd-leader"]]
