@@ -355,6 +355,11 @@ def item(result: CycleResult, name: str) -> Any:
     return next(i for i in result.items if i.name == name)
 
 
+def refs(swarm: Swarm, service: str) -> list[str]:
+    """The secret names a service's current spec references."""
+    return [r["SecretName"] for r in swarm.service_secrets(service)]
+
+
 def labels_of(swarm: Swarm, secret: str) -> dict[str, str]:
     """A secret's labels, as Docker reports them."""
     labels: dict[str, str] = swarm.api.inspect_secret(secret)["Spec"]["Labels"]

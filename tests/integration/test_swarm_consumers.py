@@ -19,6 +19,7 @@ from tests.integration.swarm_util import (  # noqa: F401 - swarm, project: fixtu
     item,
     labels_of,
     project_fixture,
+    refs,
     single,
     swarm_fixture,
     wait_until,
@@ -26,10 +27,6 @@ from tests.integration.swarm_util import (  # noqa: F401 - swarm, project: fixtu
 )
 
 pytestmark = pytest.mark.backend("swarm")
-
-
-def refs(swarm: Swarm, service: str) -> list[str]:
-    return [r["SecretName"] for r in swarm.service_secrets(service)]
 
 
 def update_status(swarm: Swarm, service: str) -> dict[str, Any]:

@@ -150,16 +150,20 @@ def test_reload_validates_first_and_keeps_old_config(write_config, caplog):
         path.write_text(yaml.safe_dump(doc))
         assert daemon.reload() is True
         assert [s.name for s in daemon.config.secrets] == ["fast"]
-        samples = {
-            s.labels["result"]: s.value
-            for m in daemon.metrics.registry.collect()
-            if m.name == "syncd_config_reloads"
-            for s in m.samples
-            if s.name.endswith("_total")
-        }
-        assert samples == {"error": 1.0, "ok": 1.0}
+        assert reloads(daemon) == {"error": 1.0, "ok": 1.0}
     finally:
         daemon.scheduler.shutdown(wait=False)
+
+
+def reloads(daemon: Daemon) -> dict[str, float]:
+    """``syncd_config_reloads_total`` by result."""
+    return {
+        s.labels["result"]: s.value
+        for m in daemon.metrics.registry.collect()
+        if m.name == "syncd_config_reloads"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
 
 
 def test_changed_config_file_is_picked_up(write_config, running):
@@ -332,14 +336,7 @@ def test_a_reload_whose_target_cant_be_built_keeps_the_old_engine(write_config, 
         path.write_text(yaml.safe_dump(doc))
         assert daemon.reload() is True
         assert daemon.readyz() is None
-        samples = {
-            s.labels["result"]: s.value
-            for m in daemon.metrics.registry.collect()
-            if m.name == "syncd_config_reloads"
-            for s in m.samples
-            if s.name.endswith("_total")
-        }
-        assert samples == {"error": 1.0, "ok": 1.0}
+        assert reloads(daemon) == {"error": 1.0, "ok": 1.0}
     finally:
         daemon.scheduler.shutdown(wait=False)
 

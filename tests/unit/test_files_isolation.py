@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from syncd.config import load_config
-from syncd.engine import Engine
 from syncd.targets.files import fsdir
 from tests.conftest import new_value
-
-
-def run(path: Path):
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()
+from tests.unit.conftest import run
 
 
 def binary_project(tmp_path: Path, values: dict[str, bytes], **target) -> Path:

@@ -14,8 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.calls import CallCounter
-from syncd.config import load_config
-from syncd.engine import Engine
 from syncd.errors import TargetError
 from syncd.model import NewVersion
 from syncd.targets.base import TargetContext
@@ -23,6 +21,7 @@ from syncd.targets.files import FilesTarget, FilesTargetConfig
 from syncd.targets.files.fsdir import UnsafeName, check_name
 from syncd.targets.files.settings import name_problem
 from tests.conftest import new_value
+from tests.unit.conftest import run
 
 #: The class of bad names: traversal, absolute, separators, NUL, reserved, too long, not ASCII,
 #: control characters, dotfiles.
@@ -65,14 +64,6 @@ def tree(top: Path, *, skip: Path | None = None) -> dict[str, tuple[int, int, in
             st = path.lstat()
             found[str(path.relative_to(top))] = (st.st_ino, st.st_size, st.st_mtime_ns)
     return found
-
-
-def run(path: Path):
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()
 
 
 def leftovers(out: Path) -> list[str]:

@@ -16,6 +16,7 @@ from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.errors import ConfigError
 from tests.conftest import new_value
+from tests.unit.conftest import run
 
 CONFIG = """\
 providers:
@@ -45,14 +46,6 @@ def problems(path: Path) -> str:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     return str(caught.value)
-
-
-def run(path: Path):
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()
 
 
 # --------------------------------------------------------------------------- mode
