@@ -24,6 +24,29 @@ T = TypeVar("T")
 CANARY_PREFIX = "CANARY-"
 
 
+#: How long each target's soak runs by default (the test command keeps it short).
+DEFAULT_SOAK_SECONDS = 45.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--soak-minutes N`` runs every soak test for N minutes instead of the short default."""
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        help="run each soak test this long (default: SYNCD_SOAK_MINUTES, else 0.75)",
+    )
+
+
+@pytest.fixture
+def soak_seconds(request: pytest.FixtureRequest) -> float:
+    """How long a soak test rotates and reads."""
+    minutes = request.config.getoption("--soak-minutes")
+    if minutes is None and os.environ.get("SYNCD_SOAK_MINUTES"):
+        minutes = float(os.environ["SYNCD_SOAK_MINUTES"])
+    return DEFAULT_SOAK_SECONDS if minutes is None else minutes * 60
+
+
 def backend_env(name: str) -> dict[str, str]:
     """The running backend's settings; fail under ``CI=true``, skip elsewhere, if absent."""
     env = read_env(name)
