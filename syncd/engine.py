@@ -21,7 +21,6 @@ error for that source, never a reason to prune.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from syncd.calls import CallCounter
 from syncd.config import Config, Secret, SecretSpec
 from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
-from syncd.model import Consumer, ErrorKind, Fetched, NewVersion, PlanItem, VersionInfo
+from syncd.model import NewVersion, PlanItem, VersionInfo
 from syncd.redact import REDACTOR, Redactor
 from syncd.render import (
     FOR_EACH,
@@ -44,13 +43,11 @@ from syncd.render import (
     source_parts,
     source_reference,
 )
+from syncd.swap import Swap
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
+from syncd.work import Work, describe, failed_item, stale_consumers
 
 log = logging.getLogger("syncd.engine")
-
-#: Retry a failed swap after 30 s, doubling up to 30 min, with +-20% jitter.
-BACKOFF_BASE = 30.0
-BACKOFF_CAP = 1800.0
 
 
 @dataclass
@@ -102,41 +99,6 @@ class CycleResult:
         }
 
 
-def failed_item(name: str, message: str, kind: ErrorKind, transient: bool = False) -> PlanItem:
-    """An error item that never carries a value (the message is redacted)."""
-    return PlanItem(
-        name, "error", error=REDACTOR.redact(message), error_kind=kind, transient=transient
-    )
-
-
-@dataclass
-class _Work:
-    """Per-secret scratch state during one cycle."""
-
-    secret: Secret
-    item: PlanItem
-    versions: list[VersionInfo]
-    #: the ``for_each`` secret this one was generated from
-    template: str | None = None
-    tokens: dict[str, str | None] = field(default_factory=dict)
-    values: dict[str, Fetched] = field(default_factory=dict, repr=False)
-    new: NewVersion | None = None
-    current: VersionInfo | None = None
-    consumers: list[Consumer] = field(default_factory=list)
-    #: a newer source reference for the unchanged current version (a sibling key moved)
-    resourced: str | None = None
-
-    def fail(self, message: str, kind: ErrorKind, *, transient: bool = False) -> None:
-        if self.item.error is None:
-            self.item.error = REDACTOR.redact(message)
-            self.item.error_kind = kind
-            self.item.transient = transient
-            self.item.action = "error"
-            # report the version still served, not the one that failed to land
-            self.item.version = self.current.version if self.current else None
-            self.item.changed_keys = []
-
-
 @dataclass
 class Expansion:
     """``for_each`` templates replaced by one secret per source key."""
@@ -147,12 +109,6 @@ class Expansion:
     complete: bool
     #: generated secret name -> the template it came from
     templates: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Backoff:
-    failures: int = 0
-    until: float = 0.0
 
 
 class Engine:
@@ -186,7 +142,7 @@ class Engine:
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
-        self._backoff: dict[str, _Backoff] = {}
+        self.swap = Swap(self.target, clock=clock)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,7 +163,7 @@ class Engine:
         except SyncdError as exc:
             problems.append(f"target: {exc}")
         except Exception as exc:  # noqa: BLE001 - reported, the running config stays
-            problems.append(f"target: {_describe(exc)}")
+            problems.append(f"target: {describe(exc)}")
         if problems:
             raise SyncdError("; ".join(problems))
 
@@ -325,7 +281,7 @@ class Engine:
             try:
                 adopted = self.target.import_existing(work.new, trust=trust)
             except Exception as exc:  # noqa: BLE001 - this secret fails, others go on
-                work.fail(f"can't import: {_describe(exc)}", "target")
+                work.fail(f"can't import: {describe(exc)}", "target")
                 continue
             if adopted is None:
                 work.item.action, work.item.version, work.item.changed_keys = (
@@ -342,12 +298,12 @@ class Engine:
         try:
             found = self.target.list_versions([s.name for s in secrets])
         except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
-            message = f"target unavailable: {_describe(exc)}"
+            message = f"target unavailable: {describe(exc)}"
             return [failed_item(s.name, message, "target") for s in secrets]
         return {name: sorted(versions, key=_ver) for name, versions in found.items()}
 
-    def _work(self, secret: Secret, versions: list[VersionInfo], expansion: Expansion) -> _Work:
-        work = _Work(
+    def _work(self, secret: Secret, versions: list[VersionInfo], expansion: Expansion) -> Work:
+        work = Work(
             secret,
             PlanItem(secret.name, "unchanged"),
             list(versions),
@@ -357,7 +313,7 @@ class Engine:
         work.item.version = work.current.version if work.current else None
         return work
 
-    def _plan_values(self, works: Sequence[_Work], key: bytes) -> None:
+    def _plan_values(self, works: Sequence[Work], key: bytes) -> None:
         """Sources to fingerprints: list keys, ask versions, fetch what moved, render."""
         self._expand_sources(works)
         self._collect_tokens(works)
@@ -471,9 +427,9 @@ class Engine:
         try:
             return provider.list_keys(source)
         except Exception as exc:  # noqa: BLE001 - this source fails, others go on
-            return ProviderError(source.provider, source.describe(), _describe(exc))
+            return ProviderError(source.provider, source.describe(), describe(exc))
 
-    def _expand_sources(self, works: Sequence[_Work]) -> None:
+    def _expand_sources(self, works: Sequence[Work]) -> None:
         """Fill ``data_from`` bundles with every key their source holds right now.
 
         The keys pass the target's rules as if written under ``data:``; a listing that lost
@@ -531,11 +487,7 @@ class Engine:
         if dry_run:
             return items
         self._store_key(key, works)
-        self._record_sources(works)
-        self._create(works)
-        converged, moved = self._repoint_and_wait(works)
-        self._collect(works, converged, moved)
-        self._prune(orphans, items)
+        self.swap.apply(works, orphans=orphans, items=items)
         return items
 
     # ------------------------------------------------------------------ steps
@@ -547,7 +499,7 @@ class Engine:
         try:
             stored = self.target.load_key()
         except Exception as exc:  # noqa: BLE001 - reported on every secret by the caller
-            return f"fingerprint key unavailable from the target: {_describe(exc)}"
+            return f"fingerprint key unavailable from the target: {describe(exc)}"
         if stored is not None:
             self._key = stored
             return stored
@@ -555,7 +507,7 @@ class Engine:
             log.info("no fingerprint key in the target yet; a real run will create one")
         return new_key()
 
-    def _store_key(self, key: bytes, works: Sequence[_Work]) -> None:
+    def _store_key(self, key: bytes, works: Sequence[Work]) -> None:
         """Persist a first-run key, only once something is about to be written with it."""
         if self._key is not None or not any(w.new for w in works):
             return
@@ -570,18 +522,18 @@ class Engine:
         except Exception as exc:  # noqa: BLE001
             for work in works:
                 if work.new is not None:
-                    work.fail(f"can't store the fingerprint key: {_describe(exc)}", "target")
+                    work.fail(f"can't store the fingerprint key: {describe(exc)}", "target")
                     work.new = None
 
-    def _by_provider(self, works: Iterable[_Work]) -> dict[str, list[tuple[_Work, str, Ref]]]:
-        grouped: dict[str, list[tuple[_Work, str, Ref]]] = defaultdict(list)
+    def _by_provider(self, works: Iterable[Work]) -> dict[str, list[tuple[Work, str, Ref]]]:
+        grouped: dict[str, list[tuple[Work, str, Ref]]] = defaultdict(list)
         for work in works:
             for key, ref in work.secret.refs.items():
                 grouped[ref.provider].append((work, key, ref))
         return grouped
 
     def _call_provider(
-        self, name: str, entries: list[tuple[_Work, str, Ref]], method: str
+        self, name: str, entries: list[tuple[Work, str, Ref]], method: str
     ) -> dict[Ref, Any]:
         """Call ``versions`` or ``fetch`` once per provider; any failure lands on its refs."""
         provider = self.provider(name)
@@ -594,10 +546,10 @@ class Engine:
         except ProviderError as exc:
             return dict.fromkeys(refs, exc)
         except Exception as exc:  # noqa: BLE001 - isolate the provider, keep the others
-            error = ProviderError(name, "all references", _describe(exc))
+            error = ProviderError(name, "all references", describe(exc))
             return dict.fromkeys(refs, error)
 
-    def _collect_tokens(self, works: Sequence[_Work]) -> None:
+    def _collect_tokens(self, works: Sequence[Work]) -> None:
         for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
             results = self._call_provider(name, entries, "versions")
             for work, key, ref in entries:
@@ -607,15 +559,15 @@ class Engine:
                 else:
                     work.tokens[key] = result
 
-    def _settings(self, work: _Work) -> dict[str, str]:
+    def _settings(self, work: Work) -> dict[str, str]:
         return render_settings(work.secret, self.target.stored_settings(work.secret.spec))
 
-    def _source(self, work: _Work, tokens: Mapping[str, str | None]) -> str | None:
+    def _source(self, work: Work, tokens: Mapping[str, str | None]) -> str | None:
         return source_reference(
             work.secret, tokens, settings=self._settings(work), template=work.template
         )
 
-    def _needs_fetch(self, work: _Work) -> bool:
+    def _needs_fetch(self, work: Work) -> bool:
         if work.item.error is not None:
             return False
         source = self._source(work, work.tokens)
@@ -625,7 +577,7 @@ class Engine:
             return False
         return self._seen.get(work.secret.name) != (source, work.current.fingerprint)
 
-    def _fetch_changed(self, works: Sequence[_Work]) -> None:
+    def _fetch_changed(self, works: Sequence[Work]) -> None:
         todo = [w for w in works if self._needs_fetch(w)]
         for name, entries in self._by_provider(todo).items():
             results = self._call_provider(name, entries, "fetch")
@@ -639,7 +591,7 @@ class Engine:
                 self.redactor.register(result.value)
                 work.values[key] = result
 
-    def _render(self, works: Sequence[_Work], key: bytes) -> None:
+    def _render(self, works: Sequence[Work], key: bytes) -> None:
         for work in works:
             if work.item.error is not None or not work.values:
                 continue
@@ -682,24 +634,7 @@ class Engine:
                 created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
 
-    def _record_sources(self, works: Sequence[_Work]) -> None:
-        """Store the newer source reference of unchanged versions (metadata only), so the
-        next cycle - in this process or any other - reads no value for them."""
-        for work in works:
-            if work.resourced is None or work.current is None or work.item.error is not None:
-                continue
-            try:
-                recorded = self.target.update_source(work.current, work.resourced)
-            except Exception as exc:  # noqa: BLE001 - the value is fine; only a read is lost
-                log.warning(
-                    "%s: can't record the new source version: %s", work.secret.name, _describe(exc)
-                )
-                continue
-            if recorded:
-                work.current = replace(work.current, source=work.resourced)
-                work.versions[-1] = work.current
-
-    def _plan_consumers(self, works: Sequence[_Work]) -> None:
+    def _plan_consumers(self, works: Sequence[Work]) -> None:
         if not self.target.has_consumers:
             return
         live = [w for w in works if w.item.error is None]
@@ -709,7 +644,7 @@ class Engine:
             found = self.target.find_consumers(specs, {w.secret.name: w.versions for w in live})
         except Exception as exc:  # noqa: BLE001 - consumers unknown: no secret may swap
             for work in live:
-                work.fail(f"can't list consumers: {_describe(exc)}", "target")
+                work.fail(f"can't list consumers: {describe(exc)}", "target")
             return
         for work in live:
             result = found.get(work.secret.name, [])
@@ -723,15 +658,14 @@ class Engine:
                 if c.missing
             )
             work.consumers = [c for c in result if not c.missing]
-            stale = self._stale_consumers(work)
+            stale = stale_consumers(work)
             work.item.consumers = sorted(c.label for c in stale)
             if work.new is None and not stale:
                 self._report_unconverged(work)
             if stale and work.new is None:
-                backoff = self._backoff.get(work.secret.name)
-                if backoff and backoff.until > self.clock():
-                    wait = int(backoff.until - self.clock())
-                    work.fail(f"swap failed earlier; retrying in {wait}s", "convergence")
+                wait = self.swap.retry_in(work.secret.name)
+                if wait is not None:
+                    work.fail(f"swap failed earlier; retrying in {int(wait)}s", "convergence")
                 else:
                     work.item.action = "repoint"
                     for consumer in stale:
@@ -743,7 +677,7 @@ class Engine:
                             )
 
     @staticmethod
-    def _report_unconverged(work: _Work) -> None:
+    def _report_unconverged(work: Work) -> None:
         """A consumer on the current version whose rollout failed or hasn't finished is
         reported every cycle, not only in the cycle that repointed it."""
         stuck = [c for c in work.consumers if c.unconverged and c.refs.get(work.secret.name)]
@@ -753,149 +687,6 @@ class Engine:
                 f"consumers have not converged on v{work.current.version}: {detail}",
                 "convergence",
             )
-
-    def _stale_consumers(self, work: _Work) -> list[Consumer]:
-        """Consumers referencing something other than the version this cycle ends on."""
-        target_object = self._final_object(work)
-        return [
-            c
-            for c in work.consumers
-            if any(obj != target_object for obj in c.refs.get(work.secret.name, ()))
-        ]
-
-    @staticmethod
-    def _final_object(work: _Work) -> str | None:
-        if work.new is not None:
-            return None  # not created yet: every current reference is stale
-        return work.current.object_name if work.current else None
-
-    def _create(self, works: Sequence[_Work]) -> None:
-        pending = [w for w in works if w.new is not None and w.item.error is None]
-        if not pending:
-            return
-        try:
-            results = self.target.create_versions([w.new for w in pending if w.new])
-        except Exception as exc:  # noqa: BLE001 - nothing was created for any of them
-            for work in pending:
-                work.fail(f"can't create version: {_describe(exc)}", "target")
-            return
-        for work in pending:
-            result = results.get(work.secret.name)
-            if isinstance(result, VersionInfo):
-                work.versions.append(result)
-                work.current = result
-                work.new = None
-                log.info("created %s version %d", work.secret.name, result.version)
-            else:
-                work.fail(f"can't create version: {result or 'target returned nothing'}", "target")
-
-    def _repoint_and_wait(self, works: Sequence[_Work]) -> tuple[set[str], set[str]]:
-        """Repoint each stale consumer once (all its secrets together), then wait for all.
-
-        Returns the secrets whose consumers all run the current version, and the labels of
-        the consumers that moved and converged this cycle.
-        """
-        swaps: dict[str, dict[str, VersionInfo]] = defaultdict(dict)
-        consumers: dict[str, Consumer] = {}
-        secrets_of: dict[str, set[str]] = defaultdict(set)
-        for work in works:
-            if work.item.error is not None or work.current is None:
-                continue
-            for consumer in self._stale_consumers(work):
-                consumers[consumer.label] = consumer
-                secrets_of[consumer.label].add(work.secret.name)
-                for obj in consumer.refs.get(work.secret.name, ()):
-                    if obj != work.current.object_name:
-                        swaps[consumer.label][obj] = work.current
-        by_name = {w.secret.name: w for w in works}
-        failed: set[str] = set()
-        moved: set[str] = set()
-        repointed: list[Consumer] = []
-        for label, consumer in consumers.items():
-            try:
-                self.target.repoint(consumer, swaps[label])
-                repointed.append(consumer)
-            except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
-                for name in secrets_of[label]:
-                    by_name[name].fail(f"can't repoint {label}: {_describe(exc)}", "target")
-                    failed.add(name)
-        if repointed:
-            timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
-            try:
-                results = self.target.wait_converged(repointed, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001
-                results = {c.label: TargetError(_describe(exc)) for c in repointed}  # type: ignore[misc]
-            for consumer in repointed:
-                error = results.get(consumer.label)
-                if error is None:
-                    moved.add(consumer.label)
-                else:
-                    for name in secrets_of[consumer.label]:
-                        by_name[name].fail(
-                            f"{consumer.label} did not converge: {error}", "convergence"
-                        )
-                        failed.add(name)
-        for name in failed:
-            backoff = self._backoff.setdefault(name, _Backoff())
-            backoff.failures += 1
-            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (backoff.failures - 1))
-            backoff.until = self.clock() + delay * random.uniform(0.8, 1.2)  # noqa: S311
-        ok = set()
-        for work in works:
-            if work.item.error is None and work.current is not None:
-                self._backoff.pop(work.secret.name, None)
-                ok.add(work.secret.name)
-        return ok, moved
-
-    def _collect(self, works: Sequence[_Work], converged: set[str], moved: set[str]) -> None:
-        if not self.target.collects_versions:
-            return
-        candidates = {
-            w.secret.name: self._gc_candidates(w, moved)
-            for w in works
-            if w.secret.name in converged
-        }
-        if not any(candidates.values()):
-            return
-        try:
-            protected = self.target.protected()
-        except Exception as exc:  # noqa: BLE001 - without the protected set nothing is deleted
-            log.warning("skipping garbage collection: %s", _describe(exc))
-            return
-        by_name = {w.secret.name: w for w in works}
-        for name, old in candidates.items():
-            for version in old:
-                if version.object_name in protected:
-                    log.info(
-                        "keeping %s: a consumer can still roll back to it", version.object_name
-                    )
-                    continue
-                try:
-                    if self.target.delete_version(version):
-                        by_name[name].item.deleted.append(version.object_name)
-                    else:
-                        log.info("keeping %s: still in use (not yet)", version.object_name)
-                except Exception as exc:  # noqa: BLE001 - GC retries next cycle
-                    log.warning("can't delete %s: %s", version.object_name, _describe(exc))
-
-    @staticmethod
-    def _gc_candidates(work: _Work, moved: set[str]) -> list[VersionInfo]:
-        """Versions older than the current one beyond ``keep`` that no consumer references.
-
-        A consumer that moved to the current version this cycle no longer references what it
-        had; every other consumer's references are spared whatever the target says.
-        """
-        if work.current is None:
-            return []
-        older = [v for v in work.versions if v.version < work.current.version]
-        doomed = older[: max(0, len(older) - work.secret.keep)]
-        referenced = {
-            obj
-            for c in work.consumers
-            if c.label not in moved
-            for obj in c.refs.get(work.secret.name, ())
-        }
-        return [v for v in doomed if v.object_name not in referenced]
 
     # ------------------------------------------------------------------ prune
 
@@ -921,36 +712,6 @@ class Engine:
         names |= {s.name for s in rest.secrets} | {e.name for e in rest.errors}
         return {n: v for n, v in existing.items() if n not in names and v}
 
-    def _prune(self, orphans: dict[str, list[VersionInfo]], items: list[PlanItem]) -> None:
-        """Delete secrets removed from the config (``prune: true``), sparing anything in use."""
-        if not orphans:
-            return
-        by_name = {i.name: i for i in items}
-        try:
-            protected = self.target.protected()
-        except Exception as exc:  # noqa: BLE001 - without the protected set nothing is deleted
-            for name in orphans:
-                by_name[name].error = f"not pruned: {_describe(exc)}"
-                by_name[name].error_kind = "target"
-            return
-        for name, versions in orphans.items():
-            item = by_name[name]
-            for version in versions:
-                problem = self._prune_one(version, protected)
-                if problem is None:
-                    item.deleted.append(version.object_name)
-                else:
-                    item.error, item.error_kind = problem, "target"
-
-    def _prune_one(self, version: VersionInfo, protected: set[str]) -> str | None:
-        if version.object_name in protected:
-            return f"{version.object_name} is still referenced; not deleted"
-        try:
-            deleted = self.target.delete_version(version)
-        except Exception as exc:  # noqa: BLE001 - retried next cycle
-            return f"can't delete {version.object_name}: {_describe(exc)}"
-        return None if deleted else f"{version.object_name} is in use; not deleted"
-
 
 def _lost_too_much(where: str, before: set[str], now: set[str], limit: float) -> str | None:
     """Why a listing that went from ``before`` to ``now`` can't be trusted, or ``None``."""
@@ -968,9 +729,3 @@ def _lost_too_much(where: str, before: set[str], now: set[str], limit: float) ->
 
 def _ver(version: VersionInfo) -> int:
     return version.version
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SyncdError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,69 @@
+"""What a cycle knows about one secret while it plans and applies, shared by the planner
+(``syncd.engine``) and the write side (``syncd.swap``).
+
+A ``Work`` starts with the secret and its versions in the target, gathers version ids,
+fetched values (never printed: ``repr`` hides them), the version to create and the
+consumers; ``fail`` records the first error on the secret's ``PlanItem`` and nothing of it is
+written after that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from syncd.config import Secret
+from syncd.errors import SyncdError
+from syncd.model import Consumer, ErrorKind, Fetched, NewVersion, PlanItem, VersionInfo
+from syncd.redact import REDACTOR
+
+
+def failed_item(name: str, message: str, kind: ErrorKind, transient: bool = False) -> PlanItem:
+    """An error item that never carries a value (the message is redacted)."""
+    return PlanItem(
+        name, "error", error=REDACTOR.redact(message), error_kind=kind, transient=transient
+    )
+
+
+@dataclass
+class Work:
+    """Per-secret scratch state during one cycle."""
+
+    secret: Secret
+    item: PlanItem
+    versions: list[VersionInfo]
+    #: the ``for_each`` secret this one was generated from
+    template: str | None = None
+    tokens: dict[str, str | None] = field(default_factory=dict)
+    values: dict[str, Fetched] = field(default_factory=dict, repr=False)
+    new: NewVersion | None = None
+    current: VersionInfo | None = None
+    consumers: list[Consumer] = field(default_factory=list)
+    #: a newer source reference for the unchanged current version (a sibling key moved)
+    resourced: str | None = None
+
+    def fail(self, message: str, kind: ErrorKind, *, transient: bool = False) -> None:
+        if self.item.error is None:
+            self.item.error = REDACTOR.redact(message)
+            self.item.error_kind = kind
+            self.item.transient = transient
+            self.item.action = "error"
+            # report the version still served, not the one that failed to land
+            self.item.version = self.current.version if self.current else None
+            self.item.changed_keys = []
+
+
+def stale_consumers(work: Work) -> list[Consumer]:
+    """Consumers referencing something other than the version this cycle ends on."""
+    # a version not created yet: every current reference is stale
+    current = work.current if work.new is None else None
+    final = current.object_name if current else None
+    return [
+        c for c in work.consumers if any(obj != final for obj in c.refs.get(work.secret.name, ()))
+    ]
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: syncd's own errors as they are, others with their type."""
+    if isinstance(exc, SyncdError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
