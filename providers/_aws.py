@@ -7,6 +7,23 @@ endpoint); botocore's own retry modes (``standard`` or ``adaptive``) for throttl
 with backoff and jitter; and one place that turns botocore exceptions into short messages that
 say what to do. Keeping this here means a fix to retries or credentials lands in both providers.
 
+Throttling honours the server: botocore's retry modes wait at least what an
+``x-amz-retry-after`` header asks (capped at their own backoff plus 5 s); a plain HTTP
+``Retry-After`` (what a gateway or proxy in front of the endpoint sends) is read into that
+header first, so it is honoured the same way. A wait longer than
+``providers.base.RETRY_AFTER_MAX`` ends the call at once (transient), as in every provider.
+
+An answer botocore would accept but can't be right fails the call instead of passing for an
+empty one: botocore reads a body shorter than its ``Content-Length`` without complaint, and
+parses a body that isn't JSON as "no fields", which would say "not found" about a secret that
+exists. A cut answer is transient (the connection dropped); one that isn't JSON is not (the
+endpoint, or something in between, is wrong).
+
+Credentials the service refuses (a key deleted or rotated, a session token expired) are read
+again from the credential chain, at most every ``RENEW_INTERVAL``: a key rotated in a mounted
+credentials file is picked up by the next call, without a restart. (Refreshing sources, such
+as an assumed role or web identity, renew themselves.)
+
 A dead endpoint must not hold a cycle for minutes: botocore would retry a timed-out request
 ``max_attempts`` times, each costing a whole ``read_timeout``. A timeout or a refused or dropped
 connection is therefore retried once (a ``needs-retry`` handler ahead of botocore's says no to
@@ -21,6 +38,7 @@ AWS bill see too. boto3 is imported lazily so the plain install works without it
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -30,7 +48,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from providers.base import ProviderConfig
+from providers.base import RETRY_AFTER_MAX, ProviderConfig, retry_after
 from syncd.duration import Duration
 from syncd.errors import SyncdError
 from syncd.registry import missing_modules
@@ -73,6 +91,11 @@ AUTH_CODES = frozenset(
         "MissingAuthenticationToken",
     }
 )
+#: Error codes that refuse the credentials themselves (not a missing permission): the chain is
+#: read again before the next call.
+REFUSED_CODES = AUTH_CODES - {"AccessDenied", "AccessDeniedException"}
+#: Read the credential chain again at most this often after a refusal.
+RENEW_INTERVAL = 30.0
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 _MAX_MESSAGE = 300
 
@@ -143,6 +166,14 @@ class AwsProviderConfig(ProviderConfig):
         return None if value == "" else value
 
 
+class BadAnswer(Exception):
+    """An answer botocore would have accepted that can't be right (cut short, not JSON)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 class AwsCallError(Exception):
     """A call failed after botocore's retries; the message is safe to show (no values)."""
 
@@ -189,6 +220,7 @@ class AwsSession:
         self._clients: list[Any] = []
         self._lock = threading.Lock()
         self._dead: tuple[float, str] | None = None  # (monotonic time, why) of the last give-up
+        self._renewed_at: float | None = None  # monotonic time the chain was last read again
         self._botocore = Config(
             retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
             connect_timeout=config.connect_timeout,
@@ -251,6 +283,10 @@ class AwsSession:
         events.register("response-received", self._on_response)
         service_id = client.meta.service_model.service_id.hyphenize()
         events.register_first(f"needs-retry.{service_id}", _retry_transport_once)
+        events.register_first(f"needs-retry.{service_id}", _honour_retry_after)
+        model = client.meta.service_model
+        if getattr(model, "resolved_protocol", model.protocol) == "json":
+            events.register(f"before-parse.{service_id}", self._check_answer)
         self._clients.append(client)
         return client
 
@@ -269,16 +305,61 @@ class AwsSession:
             outcome = "ok"
         self._count(operation, outcome)
 
+    def _check_answer(self, operation_model: Any, response_dict: Any, **_: Any) -> None:
+        """``before-parse`` handler (JSON services): a successful answer is a whole JSON object.
+
+        botocore neither checks a body against its ``Content-Length`` nor refuses one that
+        isn't JSON (it parses as an answer with no fields). The attempt is counted here, since
+        ``response-received`` never fires for an answer that fails parsing.
+        """
+        status = int(response_dict.get("status_code") or 0)
+        body = response_dict.get("body")
+        if status >= 300 or not isinstance(body, bytes):
+            return
+        headers = response_dict.get("headers") or {}
+        if str(headers.get("content-encoding") or "identity").lower() != "identity":
+            return  # a compressed body is botocore's to read (nothing asks for one)
+        declared = str(headers.get("content-length") or "")
+        problem: BadAnswer | None = None
+        if declared.isdigit() and int(declared) != len(body):
+            problem = BadAnswer(
+                f"the answer was cut short ({len(body)} of {declared} bytes): the connection "
+                "dropped in the middle of it",
+                transient=True,
+            )
+        elif not _is_json_object(body):
+            kind = str(headers.get("content-type") or "no Content-Type").split(";")[0]
+            problem = BadAnswer(
+                f"the endpoint answered HTTP {status} with a body that is not JSON "
+                f"({kind[:60]}, {len(body)} bytes): is endpoint_url an AWS endpoint, or is a "
+                "proxy in between answering?",
+                transient=False,
+            )
+        if problem is not None:
+            self._count(operation_model.name, "error")
+            raise problem
+
     def call(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
         """``client.<operation>(**params)``, botocore errors turned into ``AwsCallError``."""
         from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.parsers import ResponseParserError
 
         method = getattr(client, _snake(operation))
         self._check_hold(operation)
         try:
             response: dict[str, Any] = method(**params)
         except ClientError as exc:
-            raise _client_error(operation, exc) from exc
+            error = _client_error(operation, exc)
+            if error.code in REFUSED_CODES:
+                self._renew_credentials(error.code)
+            raise error from exc
+        except BadAnswer as exc:
+            raise AwsCallError(operation, str(exc), transient=exc.transient) from exc
+        except (ResponseParserError, ValueError) as exc:
+            # botocore's own text can quote the body; only the kind of failure is shown
+            raise AwsCallError(
+                operation, f"the answer could not be parsed ({type(exc).__name__})", transient=False
+            ) from exc
         except BotoCoreError as exc:
             attempts = min(self.config.max_attempts, 1 + TRANSPORT_RETRIES)
             error = _core_error(operation, exc, attempts=attempts)
@@ -289,6 +370,56 @@ class AwsSession:
         with self._lock:
             self._dead = None
         return response
+
+    def _renew_credentials(self, code: str) -> None:
+        """AWS refused the credentials in use (``code``): read the credential chain again.
+
+        Static credentials (environment, credentials or config file) are what botocore never
+        reads twice; the new ones are written into the credentials object every client of
+        this session signs with, so the next call uses them. Refreshing credentials (an
+        assumed role, web identity, instance or container roles) renew themselves.
+        """
+        import boto3
+        from botocore.credentials import Credentials
+        from botocore.exceptions import BotoCoreError
+
+        now = time.monotonic()
+        with self._lock:
+            if self._renewed_at is not None and now - self._renewed_at < RENEW_INTERVAL:
+                return
+            self._renewed_at = now
+        current = self.session.get_credentials()
+        if type(current) is not Credentials or self.config.assume_role is not None:
+            return
+        try:
+            fresh = boto3.Session(
+                profile_name=self.config.profile, region_name=self.region
+            ).get_credentials()
+        except BotoCoreError as exc:
+            log.warning(
+                "AWS refused the credentials (%s); reading them again failed: %s", code, exc
+            )
+            return
+        if type(fresh) is not Credentials:
+            log.warning(
+                "AWS refused the credentials (%s), and the credential chain has no others", code
+            )
+            return
+        pair = (fresh.access_key, fresh.secret_key, fresh.token)
+        if pair == (current.access_key, current.secret_key, current.token):
+            log.warning(
+                "AWS refused the credentials (%s); the credential chain still gives the same "
+                "ones (%s)",
+                code,
+                fresh.method,
+            )
+            return
+        current.access_key, current.secret_key, current.token = pair
+        log.warning(
+            "AWS refused the credentials (%s); using the new ones found in the chain (%s)",
+            code,
+            fresh.method,
+        )
 
     def _check_hold(self, operation: str) -> None:
         """Fail at once while an earlier call's give-up on a dead endpoint is recent."""
@@ -353,6 +484,38 @@ def _retry_transport_once(
     return False if failures > TRANSPORT_RETRIES else None
 
 
+def _honour_retry_after(response: Any = None, **_: Any) -> bool | None:
+    """``needs-retry`` handler run before botocore's: a plain ``Retry-After`` header becomes
+    the ``x-amz-retry-after`` (milliseconds) botocore's retry modes honour; a wait over
+    ``RETRY_AFTER_MAX`` is botocore's "don't retry" (``False``), so the call ends now."""
+    answer = response[0] if isinstance(response, tuple) and response else None
+    headers = getattr(answer, "headers", None)
+    if headers is None:
+        return None
+    wait = _asked_wait(headers)
+    if wait is None:
+        return None
+    if wait > RETRY_AFTER_MAX:
+        return False
+    headers["x-amz-retry-after"] = str(int(wait * 1000))
+    return None
+
+
+def _asked_wait(headers: Any) -> float | None:
+    """Seconds an answer asks to wait: ``x-amz-retry-after`` (ms), else ``Retry-After``."""
+    native = str(headers.get("x-amz-retry-after") or "")
+    if native.isdigit():
+        return int(native[:12]) / 1000
+    return retry_after(headers.get("retry-after"))
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+        return False
+
+
 def _snake(operation: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
 
@@ -389,6 +552,9 @@ def _client_error(operation: str, exc: Any) -> AwsCallError:
     attempts = int(meta.get("RetryAttempts") or 0) + 1
     if transient:
         text += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+        wait = _asked_wait(meta.get("HTTPHeaders") or {})
+        if wait is not None and wait > RETRY_AFTER_MAX:
+            text += f" (Retry-After asked for {wait:.0f} s, over {RETRY_AFTER_MAX:g} s)"
     return AwsCallError(operation, text, transient=transient, code=code)
 
 

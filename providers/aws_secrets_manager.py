@@ -20,7 +20,11 @@ are therefore merged into at most 10 common prefixes (``app/db-1``, ``app/db-2``
 
 Not covered by the listing, and read every cycle instead: secrets in another account or
 region (an ARN the listing can't show), and secrets ``ListSecrets`` can't list because the
-role lacks ``secretsmanager:ListSecrets`` (then a warning is logged once).
+role lacks ``secretsmanager:ListSecrets`` (then a warning is logged). A denied
+``ListSecrets`` or ``BatchGetSecretValue`` is tried again after ``DENIED_RETRY``, not never:
+a denial can be passing (a policy being edited, credentials refused for a while), and cheap
+change detection must come back by itself; trying every cycle would fill CloudTrail with
+denials for an identity that is meant to lack the permission.
 Pins: a ``version_id`` is read once per secret creation; a ``version_stage`` other than
 ``AWSCURRENT`` is read with ``GetSecretValue`` (``BatchGetSecretValue`` only reads AWSCURRENT).
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -48,6 +53,8 @@ BATCH_SIZE = 20
 _ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
 #: What a version id looks like (a UUID, or a ClientRequestToken of 32-64 characters).
 _VERSION_ID = re.compile(r"[\w.:+=@-]{1,64}")
+#: After ListSecrets or BatchGetSecretValue was denied, do without it this long.
+DENIED_RETRY = 3600.0
 
 
 class AwsSecretsManagerConfig(AwsProviderConfig):
@@ -148,8 +155,8 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
         super().__init__(config, context=context)
         self.aws = AwsSession(config, count=lambda op, status: self.count(op, status=status))
         self.client = self.aws.client("secretsmanager")
-        self._can_list = True
-        self._can_batch = True
+        self._list_denied_until = 0.0  # monotonic time until which ListSecrets isn't tried
+        self._batch_denied_until = 0.0  # the same for BatchGetSecretValue
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -171,17 +178,19 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
         if not listed:
             return result
         try:
-            index = self._list(ref.name for ref in listed) if self._can_list else None
+            denied = time.monotonic() < self._list_denied_until
+            index = None if denied else self._list(ref.name for ref in listed)
         except AwsCallError as exc:
             if not exc.access_denied:
                 for ref in listed:
                     result[ref] = self.error(ref, str(exc), transient=exc.transient)
                 return result
-            self._can_list = False
+            self._list_denied_until = time.monotonic() + DENIED_RETRY
             index = None
             self._warn(
                 "ListSecrets is not allowed for this identity; every secret is read every "
-                "cycle (grant secretsmanager:ListSecrets for cheap change detection)"
+                f"cycle for the next {DENIED_RETRY:g} s (grant secretsmanager:ListSecrets for "
+                "cheap change detection)"
             )
         for ref in listed:
             entry = index.get(ref.name) if index is not None else None
@@ -270,7 +279,7 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
         out: dict[str, dict[str, Any] | AwsCallError] = {}
         for start in range(0, len(ids), BATCH_SIZE):
             chunk = ids[start : start + BATCH_SIZE]
-            if not self._can_batch:
+            if time.monotonic() < self._batch_denied_until:
                 out.update({i: self._get(i, {}) for i in chunk})
                 continue
             try:
@@ -279,10 +288,11 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
                 if not exc.access_denied:
                     out.update(dict.fromkeys(chunk, exc))
                     continue
-                self._can_batch = False
+                self._batch_denied_until = time.monotonic() + DENIED_RETRY
                 self._warn(
                     "BatchGetSecretValue is not allowed for this identity; reading one secret "
-                    "per call (grant secretsmanager:BatchGetSecretValue for batched reads)"
+                    f"per call for the next {DENIED_RETRY:g} s (grant "
+                    "secretsmanager:BatchGetSecretValue for batched reads)"
                 )
                 out.update({i: self._get(i, {}) for i in chunk})
         return out

@@ -23,9 +23,15 @@ other calls fail at once for ``HOLD`` seconds. The credential (Entra ID) gets th
 transport settings. With the defaults a vault that accepts and never answers costs a cycle
 about ``2 x timeout``.
 
+azure-core honours ``Retry-After`` however long it is; an answer asking for more than
+``providers.base.RETRY_AFTER_MAX`` is not retried, so a throttling vault can't hold a cycle for
+minutes. An answer the SDK can't decode (cut mid-body, or not JSON) is an error of its own
+(``failures.py``), never the SDK's text, which can quote the body.
+
 Every HTTP request that reaches the wire is counted by a response hook (operations
 ``list_secrets``, ``get_secret``, ``auth_challenge``; throttled and failed attempts included),
-so retries and the challenge round trip show in the call counts, not only the logical calls.
+so retries and the challenge round trip show in the call counts, not only the logical calls;
+a successful answer whose body isn't JSON is counted as ``error``.
 
 Submodules: ``settings`` (config and reference), ``failures`` (errors as sentences, which of
 them are a dead vault). The SDK is imported only when a provider is built, so ``syncd check``
@@ -34,6 +40,7 @@ works without it and says which extra to install.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -49,6 +56,7 @@ from urllib.parse import urlsplit
 from providers.azure_key_vault.failures import (
     TRANSPORT_RETRIES,
     Held,
+    counted,
     explain,
     is_transport,
     status_of,
@@ -60,7 +68,15 @@ from providers.azure_key_vault.settings import (
     ClientSecretAuth,
     DefaultAuth,
 )
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field, utf8
+from providers.base import (
+    RETRY_AFTER_MAX,
+    Provider,
+    ProviderConfig,
+    ProviderContext,
+    Ref,
+    json_field,
+    utf8,
+)
 from syncd.errors import ProviderError, SyncdError
 from syncd.model import Fetched
 from syncd.registry import missing_modules
@@ -125,11 +141,19 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         self._credential = self._make_credential()
 
         class JitterRetryPolicy(RetryPolicy[Any, Any]):
-            """azure-core's policy (Retry-After first) with +-20% jitter on its own backoff."""
+            """azure-core's policy (Retry-After first) with +-20% jitter on its own backoff,
+            and no retry when Retry-After asks for more than ``RETRY_AFTER_MAX`` (azure-core
+            would sleep whatever it says, an hour included, inside the cycle)."""
 
             def get_backoff_time(self, settings: dict[str, Any]) -> float:
                 backoff: float = super().get_backoff_time(settings)
                 return backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+
+            def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+                wait = self.get_retry_after(response)
+                if wait is not None and wait > RETRY_AFTER_MAX:
+                    return False
+                return bool(super().is_retry(settings, response))
 
         transport = self._transport()
         self._client = SecretClient(
@@ -258,6 +282,9 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         status = http.status_code
         self._note_clock(http.headers.get("Date"))
         segments = [s for s in urlsplit(http.request.url).path.split("/") if s]
+        outcome = "ok" if status < 400 else str(status)
+        if status < 300 and not _json_body(http):
+            outcome = "error"  # an answer the SDK can't decode is a failed call
         if status == 401 and "WWW-Authenticate" in http.headers:
             operation = "auth_challenge"
         elif segments == ["secrets"]:
@@ -266,7 +293,7 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             operation = "get_secret"
         else:
             operation = http.request.method.lower()
-        self.count(operation, status="ok" if status < 400 else str(status))
+        self.count(operation, status=outcome)
 
     def _note_clock(self, date: object) -> None:
         if not isinstance(date, str):
@@ -325,8 +352,8 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             self._check_hold()
             listed = self._list()
         except Exception as exc:  # noqa: BLE001 - mapped to one error per reference
-            if getattr(exc, "response", None) is None and not isinstance(exc, Held):
-                self.count("list_secrets", status="error")  # never reached the server
+            if not counted(exc) and not isinstance(exc, Held):
+                self.count("list_secrets", status="error")  # no answer the hook counted
                 self._note_failure(exc, "listing secrets")
             if status_of(exc) == 403:
                 log.warning(
@@ -390,8 +417,8 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             self._check_hold()
             secret = self._client.get_secret(name, version)
         except Exception as exc:  # noqa: BLE001 - one failed secret must not stop the others
-            if getattr(exc, "response", None) is None and not isinstance(exc, Held):
-                self.count("get_secret", status="error")  # never reached the server
+            if not counted(exc) and not isinstance(exc, Held):
+                self.count("get_secret", status="error")  # no answer the hook counted
                 self._note_failure(exc, f"reading secret {name!r}")
             return exc
         self._note_success()
@@ -430,6 +457,21 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     def _explain(self, exc: BaseException, doing: str) -> tuple[str, bool]:
         """A one-line, value-free reason for a failed call, and whether it may pass by itself."""
         return explain(exc, doing, vault=self._vault, retry_total=self.config.retry_total)
+
+
+def _json_body(http: Any) -> bool:
+    """Whether a successful answer carries a JSON body (an empty one counts, as for 204)."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        body = http.body()
+    except AzureError:  # not read (a stream): the SDK reports what it finds
+        return True
+    try:
+        json.loads(body or b"{}")
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+        return False
+    return True
 
 
 def _timestamp_token(updated: float | None, now: float) -> str | None:

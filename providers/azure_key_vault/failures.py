@@ -11,6 +11,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 
+from providers.base import RETRY_AFTER_MAX, retry_after
+
 #: A timeout or a refused or dropped connection is retried this many times.
 TRANSPORT_RETRIES = 1
 #: The statuses azure-core retries (every other answer fails at once).
@@ -25,13 +27,24 @@ def explain(exc: BaseException, doing: str, *, vault: str, retry_total: int) -> 
     """A one-line, value-free reason for a failed call, and whether it may pass by itself."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
+        DecodeError,
         HttpResponseError,
+        IncompleteReadError,
         ServiceRequestError,
         ServiceResponseError,
     )
 
     if isinstance(exc, Held):
         return f"{doing}: {exc}", True
+    if any(isinstance(e, IncompleteReadError) for e in _chain(exc)):
+        return f"{doing}: {vault} dropped the connection in the middle of an answer", True
+    if isinstance(exc, DecodeError | ValueError):
+        # the SDK's own text can quote the body; only what is wrong with it is shown
+        return (
+            f"{doing}: {vault} answered with a body that is not JSON: is vault_url a Key "
+            "Vault, or is a proxy in between answering?",
+            False,
+        )
     if is_tls_error(exc):
         return (
             f"{doing}: TLS certificate of {vault} or of the authority not trusted "
@@ -43,10 +56,14 @@ def explain(exc: BaseException, doing: str, *, vault: str, retry_total: int) -> 
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         code = exc.status_code
         retries = retry_total if code in RETRIED else 0
+        wait = _retry_after(exc)
+        tries = f"after {retries} retries"
+        if wait is not None and wait > RETRY_AFTER_MAX:
+            tries = f"and asked to wait {wait:.0f} s (Retry-After, over {RETRY_AFTER_MAX:g} s)"
         if code == 429:
-            return f"{doing}: throttled by {vault} (429) after {retries} retries", True
+            return f"{doing}: throttled by {vault} (429) {tries}", True
         if code >= 500 or code == 408:
-            return f"{doing}: {vault} answered {code} after {retries} retries", True
+            return f"{doing}: {vault} answered {code} {tries}", True
         if code == 403:
             return f"{doing}: access denied by {vault} (403): {first_line(exc)}", False
         return f"{doing}: {vault} answered {code}: {first_line(exc)}", False
@@ -71,6 +88,22 @@ def is_tls_error(exc: BaseException) -> bool:
     return any(
         isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(e) for e in _chain(exc)
     )
+
+
+def counted(exc: BaseException) -> bool:
+    """Whether the failed call's answer went through the response hook (which counted it): an
+    answer with a status, or a body the SDK couldn't decode; not one cut off mid-body."""
+    from azure.core.exceptions import DecodeError, IncompleteReadError
+
+    if any(isinstance(e, IncompleteReadError) for e in _chain(exc)):
+        return False
+    return getattr(exc, "response", None) is not None or isinstance(exc, DecodeError | ValueError)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return retry_after(headers.get("Retry-After")) if headers is not None else None
 
 
 def status_of(exc: BaseException) -> int | None:

@@ -118,8 +118,14 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
                 raise SyncdError(f"ca_cert {ca_path} does not exist")
             verify = str(ca_path)
         namespace = config.namespace or os.environ.get("VAULT_NAMESPACE") or None
+        session = requests.Session()
+        session.verify = verify  # hvac takes a given session's verify over its own argument
         self._client = hvac.Client(
-            url=self.addr, verify=verify, namespace=namespace, timeout=config.timeout
+            url=self.addr,
+            verify=verify,
+            namespace=namespace,
+            timeout=config.timeout,
+            session=session,
         )
         self._caller = Caller(
             addr=self.addr,
@@ -131,6 +137,7 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
             hvac=hvac,
             requests=requests,
         )
+        session.hooks["response"].append(self._caller.note_answer)
         self._tokens = Tokens(
             name=self.name,
             config=config,
