@@ -10,12 +10,31 @@ its arguments in 37.0.0 and ``ApiClient.param_serialize`` only exists from then 
 either directly breaks on one side of that line. The dynamic client's own API discovery (a
 request per API group at construction, cached in a temp file) is replaced by a stand-in that
 does nothing: syncd discovers only the groups it needs, with counted requests.
+
+Throttling and passing server trouble are retried here, where every attempt is counted and
+passes the write guard: an answer of 429 (API priority and fairness), any 5xx carrying
+``Retry-After``, and 502/503/504 (a restarting server, a load balancer between replicas).
+``Retry-After`` is honoured (up to ``MAX_RETRY_AFTER``), otherwise the wait doubles from
+``RETRY_BASE`` with jitter, and one request never spends more than ``RETRY_BUDGET`` seconds
+waiting. Writes are retried too: every write syncd sends is conditional (a
+``resourceVersion``) or a create whose 409 it resolves, so a write the server applied before
+its answer was lost can't apply twice. urllib3's own status retries are turned off (they
+skipped POST and PATCH, ignored 5xx, and reported a 429 that outlasted them as an unreachable
+server); its connection retries stay. A server that can't be reached is not retried here:
+it fails fast, and the rollout wait keeps polling through it.
+
+A guarded read-modify-write that loses to another writer (409) goes round again through
+``rounds()``: for up to ``CONFLICT_BUDGET`` seconds, with a short jittered pause between
+rounds, because a writer that updates the same object in a loop (an operator fighting over
+a field, a script) can win many quick rounds in a row.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +47,22 @@ LIST_PAGE = 500
 REQUEST_TIMEOUT = (10.0, 60.0)
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+#: Answers retried whatever the verb, with or without ``Retry-After``.
+RETRIED = frozenset({429, 502, 503, 504})
+#: Attempts of one request, the first included.
+MAX_ATTEMPTS = 5
+#: The first wait without ``Retry-After``, in seconds; it doubles per attempt.
+RETRY_BASE = 0.25
+#: The longest single wait a ``Retry-After`` gets.
+MAX_RETRY_AFTER = 10.0
+#: The most one request waits between its attempts, in seconds.
+RETRY_BUDGET = 20.0
+#: How long a read-modify-write keeps going round while other writers win (409), seconds.
+CONFLICT_BUDGET = 10.0
+#: The most rounds it makes in that time (each one a read and a write).
+MAX_CONFLICT_ROUNDS = 60
+#: The longest pause between two rounds, in seconds (the first pauses are much shorter).
+MAX_CONFLICT_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -77,10 +112,19 @@ RESOURCES: dict[str, Resource] = {
 class ApiError(TargetError):
     """A non-2xx answer from the API server (status 0: it could not be reached)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
+        #: The server's ``Retry-After``, in seconds, when it sent one.
+        self.retry_after = retry_after
         super().__init__(message)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the server refused for now rather than for good (throttled, restarting)."""
+        return self.status in RETRIED or (self.status >= 500 and self.retry_after is not None)
 
 
 class _NoDiscovery:
@@ -122,6 +166,7 @@ class KubeClient:
         try:
             from kubernetes import client, config
             from kubernetes.dynamic import DynamicClient
+            from urllib3.util.retry import Retry
         except ImportError as exc:
             raise TargetError(
                 "the kubernetes target needs the kubernetes package: "
@@ -137,6 +182,8 @@ class KubeClient:
                 )
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise TargetError(f"can't load Kubernetes credentials: {exc}") from exc
+        # connection retries as urllib3's default; answers are retried by ``request``
+        configuration.retries = Retry(3, status=0, respect_retry_after_header=False)
         api = client.ApiClient(configuration)
         dynamic = DynamicClient(api, discoverer=_NoDiscovery)  # type: ignore[no-untyped-call]
         return cls(api, dynamic, on_call, configuration.host, timeout)
@@ -155,10 +202,35 @@ class KubeClient:
         query: dict[str, str] | None = None,
         content_type: str = JSON,
     ) -> dict[str, Any]:
-        """One API call; JSON in, JSON out; non-2xx raises ``ApiError``."""
+        """One API call; JSON in, JSON out; non-2xx raises ``ApiError``.
+
+        A throttled or passing refusal (``ApiError.retryable``) is tried again, up to
+        ``MAX_ATTEMPTS`` and ``RETRY_BUDGET`` seconds of waiting; each attempt is reported to
+        ``on_call`` first, so the write guard sees every one.
+        """
+        waited, attempt = 0.0, 1
+        while True:
+            self.on_call(operation, method != "GET")
+            try:
+                return self._send(method, path, body=body, query=query, content_type=content_type)
+            except ApiError as exc:
+                delay = _delay(exc, attempt)
+                if not exc.retryable or attempt == MAX_ATTEMPTS or waited + delay > RETRY_BUDGET:
+                    raise
+            time.sleep(delay)
+            waited, attempt = waited + delay, attempt + 1
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        query: dict[str, str] | None,
+        content_type: str,
+    ) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
-        self.on_call(operation, method != "GET")
         try:
             response = self.dynamic.request(
                 method,
@@ -172,7 +244,9 @@ class KubeClient:
             )
             raw = response.data
         except ApiException as exc:
-            raise _error(exc.status or 0, _text(exc.body), method, path) from exc
+            raise _error(
+                exc.status or 0, _text(exc.body), method, path, _retry_after(exc.headers)
+            ) from exc
         except Exception as exc:  # any transport failure: the server was not reached
             raise ApiError(0, "Unreachable", f"Kubernetes API {self.server}: {exc}") from exc
         text = _text(raw)
@@ -287,13 +361,49 @@ class KubeClient:
         return None
 
 
+def rounds() -> Iterator[int]:
+    """Round numbers for a read-modify-write loop that a 409 sends round again (``continue``).
+
+    Rounds end after ``CONFLICT_BUDGET`` seconds or ``MAX_CONFLICT_ROUNDS``; the caller then
+    reports that the object kept changing. Between rounds a random pause, doubling up to
+    ``MAX_CONFLICT_PAUSE``, takes syncd out of step with a writer on a fixed rhythm.
+    """
+    deadline = time.monotonic() + CONFLICT_BUDGET
+    for number in range(MAX_CONFLICT_ROUNDS):
+        if number:
+            pause = random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.01 * 2.0**number))  # noqa: S311
+            if time.monotonic() + pause >= deadline:
+                return
+            time.sleep(pause)
+        yield number
+
+
 def _text(raw: Any) -> str:
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     return "" if raw is None else str(raw)
 
 
-def _error(status: int, text: str, method: str, path: str) -> ApiError:
+def _retry_after(headers: Any) -> float | None:
+    """``Retry-After`` in seconds, as the API server sends it; None when absent or not a
+    number of seconds (then the doubling wait applies)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return float(value.strip())
+    return None
+
+
+def _delay(exc: ApiError, attempt: int) -> float:
+    """The wait before attempt ``attempt + 1``: the server's ``Retry-After`` (at most
+    ``MAX_RETRY_AFTER``), else a doubling wait with jitter so retrying clients spread out."""
+    if exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER)
+    return RETRY_BASE * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.0)  # noqa: S311
+
+
+def _error(
+    status: int, text: str, method: str, path: str, retry_after: float | None = None
+) -> ApiError:
     reason, message = "", text[:300]
     try:
         doc = json.loads(text)
@@ -303,4 +413,6 @@ def _error(status: int, text: str, method: str, path: str) -> ApiError:
         pass
     if status == 403:
         message = f"RBAC denied {method} {path}: {message}"
-    return ApiError(status, reason, f"Kubernetes API {status} {reason}: {message}".strip())
+    return ApiError(
+        status, reason, f"Kubernetes API {status} {reason}: {message}".strip(), retry_after
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from syncd.errors import ConvergenceError, TargetError
-from syncd.kube import RESOURCES, ApiError, KubeClient, Resource
+from syncd.kube import RESOURCES, ApiError, KubeClient, Resource, rounds
 from syncd.model import Consumer, Finding, VersionInfo
 from syncd.targets.kubernetes.naming import BUILTIN_CONSUMERS, KubernetesTargetConfig, dns_name
 from syncd.targets.kubernetes.objects import (
@@ -27,7 +27,6 @@ from syncd.targets.kubernetes.objects import (
 from syncd.targets.kubernetes.podspec import missing_refs, pod_templates, refs, rewrite
 from syncd.targets.kubernetes.rollout import FAILED, rollout_status, unconverged
 
-MAX_UPDATE_ATTEMPTS = 5
 #: Kinds only scanned before garbage collection (history, copies, immutable templates).
 SCANNED_ONLY = ("ReplicaSet", "ControllerRevision", "Job", "Pod", "PodTemplate")
 #: How long a discovery answer (is this custom workload served?) is trusted for consumers;
@@ -154,7 +153,8 @@ class Consumers:
         return resource
 
     def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
-        """Rewrite every reference in the pod templates in one guarded update; 409 retries."""
+        """Rewrite every reference in the pod templates in one guarded update; a 409 reads
+        the workload again and goes round (``rounds``)."""
         rename = {
             split_object_name(old)[1]: split_object_name(new.object_name)[1]
             for old, new in swaps.items()
@@ -166,7 +166,7 @@ class Consumers:
             if "@v" in old
         }
         resource = self._kind(consumer)
-        for _ in range(MAX_UPDATE_ATTEMPTS):
+        for _ in rounds():
             obj = self.client.get(resource, consumer.namespace, consumer.name)
             if obj is None:
                 raise TargetError(f"{consumer.label} no longer exists")
@@ -192,14 +192,25 @@ class Consumers:
     def wait(
         self, consumers: Sequence[Consumer], *, timeout: float
     ) -> dict[str, ConvergenceError | None]:
-        """Poll rollout status (as ``kubectl rollout status``) until done, failed or timeout."""
+        """Poll rollout status (as ``kubectl rollout status``) until done, failed or timeout.
+
+        A poll the API server doesn't answer (unreachable, throttled, restarting) says
+        nothing about the rollout, which goes on without syncd: the wait keeps polling until
+        the deadline, and a timeout then names the last such error.
+        """
         results: dict[str, ConvergenceError | None] = {}
         pending = {c.label: c for c in consumers}
         deadline = time.monotonic() + timeout
         last: dict[str, str] = {}
         while pending:
             for label, consumer in list(pending.items()):
-                obj = self.client.get(self._kind(consumer), consumer.namespace, consumer.name)
+                try:
+                    obj = self.client.get(self._kind(consumer), consumer.namespace, consumer.name)
+                except ApiError as exc:
+                    if exc.status != 0 and not exc.retryable:
+                        raise
+                    last[label] = f"rollout status unknown: {exc}"
+                    continue
                 if obj is None:
                     results[label] = ConvergenceError(f"{label} was deleted during the rollout")
                     del pending[label]

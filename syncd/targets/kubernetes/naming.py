@@ -273,7 +273,13 @@ def spec_problems(spec: SecretSpec[Any], config: KubernetesTargetConfig) -> list
     else:
         names = names_of(spec, config)
         full = names.fixed or f"{names.prefix}{SAMPLE_VERSION}{names.suffix}"
-        if not DNS1123.match(full) or len(full) > MAX_NAME:
+        if len(full) > MAX_NAME:
+            versions = "" if names.fixed else f" at version {SAMPLE_VERSION}"
+            problems.append(
+                f"name {spec.name!r} makes a Secret name of {len(full)} characters{versions}; "
+                f"Kubernetes allows {MAX_NAME}: shorten it by {len(full) - MAX_NAME}"
+            )
+        elif not DNS1123.match(full):
             problems.append(f"name {spec.name!r} can't be made a valid Kubernetes Secret name")
     keys = [style_key(k, spec.key_style) for k in spec.data or {}]
     if spec.from_ is not None or spec.format is not None:

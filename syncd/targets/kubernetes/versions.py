@@ -17,7 +17,7 @@ from typing import Any
 
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
-from syncd.kube import ApiError, KubeClient
+from syncd.kube import ApiError, KubeClient, rounds
 from syncd.model import NewVersion, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, dns_name, version_name
@@ -42,8 +42,10 @@ from syncd.targets.kubernetes.objects import (
 
 log = logging.getLogger("syncd.targets.kubernetes")
 
+#: What the API server allows a Secret's values to total (its keys don't count).
 MAX_SECRET_BYTES = 1024 * 1024
-MAX_UPDATE_ATTEMPTS = 5
+#: What it allows an object's annotations to total, keys and values (apimachinery).
+MAX_ANNOTATION_BYTES = 256 * 1024
 _VERSIONS = f"{MANAGED_BY}=syncd,{ROLE} in ({ROLE_VERSION},{ROLE_IN_PLACE})"
 _UNLABELLED = f"{MANAGED_BY}=syncd,!{INSTANCE}"
 
@@ -186,10 +188,11 @@ class Versions:
         self, item: NewVersion, *, namespace: str, in_place: bool, secret_type: str
     ) -> VersionInfo:
         """Create one version (or update the in-place Secret)."""
-        size = sum(len(k) + len(v) for k, v in item.data.items())
+        size = sum(len(v) for v in item.data.values())
         if size > MAX_SECRET_BYTES:
             raise TargetError(
-                f"the bundle is {size} bytes; a Kubernetes Secret holds at most 1 MiB"
+                f"the bundle's values are {size} bytes; a Kubernetes Secret holds at most 1 MiB "
+                f"({MAX_SECRET_BYTES} bytes, keys not counted)"
             )
         if in_place:
             return self._update_in_place(item, namespace=namespace, secret_type=secret_type)
@@ -198,6 +201,7 @@ class Versions:
             item, name=name, role=ROLE_VERSION, instance=self.instance, secret_type=secret_type
         )
         body["immutable"] = True
+        _check_annotations(body, item)
         try:
             created = self.client.create("Secret", namespace, body)
         except ApiError as exc:
@@ -231,15 +235,15 @@ class Versions:
         ours = secret_body(
             item, name=name, role=ROLE_IN_PLACE, instance=self.instance, secret_type=secret_type
         )
-        for _ in range(MAX_UPDATE_ATTEMPTS):
+        for _ in rounds():
             existing = self.client.get("Secret", namespace, name)
+            body = ours if existing is None else self._merged(existing, ours, item, secret_type)
+            _check_annotations(body, item)
             try:
                 if existing is None:
-                    result = self.client.create("Secret", namespace, ours)
+                    result = self.client.create("Secret", namespace, body)
                 else:
-                    result = self.client.replace(
-                        "Secret", namespace, self._merged(existing, ours, item, secret_type)
-                    )
+                    result = self.client.replace("Secret", namespace, body)
             except ApiError as exc:
                 if exc.status == 409:
                     continue
@@ -293,7 +297,7 @@ class Versions:
         """
         name = dns_name(item.secret)
         role = ROLE_IN_PLACE if in_place else ROLE_VERSION
-        for _ in range(MAX_UPDATE_ATTEMPTS):
+        for _ in rounds():
             existing = self.client.get("Secret", namespace, name)
             if existing is None or managed(existing):
                 return None
@@ -362,3 +366,18 @@ class Versions:
         namespace, name = split_object_name(version.object_name)
         self.client.delete("Secret", namespace, name)
         return True
+
+
+def _check_annotations(body: dict[str, Any], item: NewVersion) -> None:
+    """Refuse a Secret whose annotations the API server would: syncd's per-key fingerprints
+    and source reference grow with the number of keys, and with the ones an in-place Secret
+    already carries they may not total more than ``MAX_ANNOTATION_BYTES``."""
+    annotations = body["metadata"]["annotations"]
+    size = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+    if size > MAX_ANNOTATION_BYTES:
+        raise TargetError(
+            f"Secret {body['metadata']['name']} would carry {size} bytes of annotations and "
+            f"Kubernetes allows {MAX_ANNOTATION_BYTES}: syncd records a fingerprint and a "
+            f"source per key, and the bundle has {len(item.data)} keys; split it into secrets "
+            "with fewer keys"
+        )
