@@ -240,7 +240,7 @@ class Daemon:
 
     def _schedule_retry(self, name: str) -> None:
         delay = self.backoff(name)
-        log.info("retrying %s in %.0fs", shown(name), delay)
+        log.info("retrying %s in %.1fs", shown(name), delay)
         self.scheduler.add_job(
             self.run_group,
             "date",

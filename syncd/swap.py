@@ -8,8 +8,10 @@ converged is waited for, and versions left beyond ``keep`` are collected. Nothin
 deletes what a consumer references, or what the target says something can still fall back
 to (``Target.protected``).
 
-A failed swap (consumers that didn't converge) is not retried at once: the secret waits
-30 s, doubling up to 30 min, jittered. That schedule lives in this process only.
+A failed swap (consumers that took the update and didn't converge) is not retried at once:
+the secret waits 30 s, doubling up to 30 min, jittered. That schedule lives in this process
+only. An update that never landed (the API was away) is an ordinary target error, retried on
+the daemon's backoff.
 """
 
 from __future__ import annotations
@@ -133,9 +135,10 @@ class Swap:
                 self.target.repoint(consumer, swaps[label])
                 repointed.append(consumer)
             except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
+                # the update never landed (an API error): the daemon's own backoff retries it;
+                # the swap schedule below is for consumers that took the update and failed
                 for name in secrets_of[label]:
                     by_name[name].fail(f"can't repoint {label}: {describe(exc)}", "target")
-                    failed.add(name)
         if repointed:
             timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
             try:

@@ -284,3 +284,29 @@ def test_lost_key_means_one_new_version_not_a_crash(write_config, world, caplog)
     result = Engine(load_config(path)).run_cycle()
     assert result.ok and result.items[0].version == 2
     assert "fingerprint key is missing" in caplog.text
+
+
+def test_a_repoint_that_never_landed_is_not_held_back_like_a_failed_swap(
+    write_config, world, monkeypatch
+):
+    """The API was away for the update: the next cycle repoints at once; only consumers that
+    took the update and failed to converge wait for the swap schedule."""
+    from syncd.errors import TargetError
+    from tests.unit.memory_target import MemoryTarget
+
+    path = memory_config(write_config, world_name(world), {"api": new_value()})
+    engine = Engine(load_config(path))
+    engine.run_cycle()
+    world.services["web"] = Service("web", refs={"api-v1"})
+    rotate(path, api=new_value())
+
+    def unreachable(self, consumer, swaps):
+        raise TargetError("Kubernetes API unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MemoryTarget, "repoint", unreachable)
+        failed = engine.run_cycle()
+    assert "can't repoint service/web" in (failed.items[0].error or "")
+    again = engine.run_cycle()
+    assert again.ok, again.items
+    assert world.services["web"].refs == {"api-v2"}
