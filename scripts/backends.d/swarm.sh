@@ -7,6 +7,8 @@
 #         (images can't be pulled here). Writes $SYNCD_RUN_DIR/swarm.env.
 #   down: stop the dockerd `up` started (the swarm state stays in the data root, so the next
 #         `up` is fast; delete $SYNCD_CACHE_DIR/swarm to start from scratch).
+#   restart: stop the running dockerd (SIGTERM, as a host shutdown does) and start it again
+#         with the same swarm, services and secrets; the fault tests restart it mid-swap.
 #
 # A dockerd already running from an earlier `up` is kept; only the env file is rewritten.
 set -euo pipefail
@@ -114,11 +116,34 @@ up() {
   fi
   init_swarm
   import_image
+  write_env
+  echo "backends: swarm ready (DOCKER_HOST=unix://$sock)" >&2
+}
+
+write_env() {
   {
     echo "export DOCKER_HOST=unix://$sock"
     echo "export SYNCD_TEST_IMAGE=$image"
   } >"$envf"
-  echo "backends: swarm ready (DOCKER_HOST=unix://$sock)" >&2
+}
+
+wait_manager() {
+  # after a restart the node rejoins its swarm on its own; `swarm init` would fail then
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if [ "$(docker_cli node ls --format '{{.Status}}' 2>/dev/null)" = Ready ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "backends: the swarm manager is not ready 60s after the restart (log: $logf)" >&2
+  return 1
+}
+
+restart() {
+  # services stay: their tasks are restarted by the swarm once the manager is back
+  stop_bg "$name"
+  start_daemon
+  wait_manager
+  write_env
 }
 
 down() {
@@ -133,4 +158,8 @@ down() {
   rm -f "$envf"
 }
 
+if [ "${1:-}" = restart ]; then
+  restart
+  exit 0
+fi
 backend_main "$@"

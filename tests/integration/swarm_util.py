@@ -7,19 +7,24 @@ secrets and a crashed run leaves nothing that the next one would mistake for its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import docker
 import docker.errors
@@ -29,7 +34,7 @@ import yaml
 
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
-from tests.conftest import backend_env, wait_until
+from tests.conftest import backend_env, new_value, wait_until
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +51,14 @@ READER = (
     "sleep 0.1; done"
 )
 IDLE = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+#: ``READER`` over every file under /run/secrets, one line per file and round.
+READ_ALL = (
+    "trap 'exit 0' TERM; "
+    "while true; do read up _ < /proc/uptime; for f in /run/secrets/*; do "
+    'if v=$(cat "$f"); then echo "$up $SLOT $TASK ok $v"; '
+    'else echo "$up $SLOT $TASK FAIL"; fi; done >> "/log/$TASK.log"; '
+    "sleep 0.1; done"
+)
 
 
 @dataclass
@@ -95,14 +108,24 @@ class Swarm:
 
     def read_in_task(self, service: str, path: str) -> str:
         """Read a file inside a running task of ``service`` (one that runs the current spec)."""
+        text = self.try_read_in_task(service, path)
+        assert text is not None, f"no running up-to-date task of {service}"
+        return text
+
+    def try_read_in_task(self, service: str, path: str) -> str | None:
+        """``read_in_task``, or ``None`` while no task runs (e.g. just after a restart)."""
         tasks = self.api.tasks(filters={"service": service, "_up-to-date": "true"})
         running = [
             t for t in tasks if t["Status"]["State"] == "running" and t["DesiredState"] == "running"
         ]
-        assert running, f"no running up-to-date task of {service}"
+        if not running:
+            return None
         container = running[0]["Status"]["ContainerStatus"]["ContainerID"]
-        exec_id = self.api.exec_create(container, ["cat", path])["Id"]
-        output: bytes = self.api.exec_start(exec_id)
+        try:
+            exec_id = self.api.exec_create(container, ["cat", path])["Id"]
+            output: bytes = self.api.exec_start(exec_id)
+        except docker.errors.APIError:  # the task stopped meanwhile
+            return None
         return output.decode()
 
 
@@ -126,11 +149,17 @@ class Project:
         return f"{self.prefix}fingerprint-key"
 
     def set_values(self, values: dict[str, str], *, filename: str = "keys.yaml") -> None:
-        """Rewrite a source file; a new mtime/size is what the file provider detects."""
+        """Rewrite a source file; a new mtime/size is what the file provider detects.
+
+        The new file replaces the old one in one rename, so a daemon reading meanwhile sees
+        the old values or the new ones, never a half-written file.
+        """
         path = self.root / filename
-        path.write_text(yaml.safe_dump(values, default_style='"'), encoding="utf-8")
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(yaml.safe_dump(values, default_style='"'), encoding="utf-8")
         # make sure the stat token changes even within one mtime tick
-        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+        os.utime(temp, ns=(time.time_ns(), time.time_ns()))
+        temp.replace(path)
 
     def config(
         self,
@@ -143,11 +172,13 @@ class Project:
         source: str = "keys.yaml",
         instance: str | None = None,
         prune: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> Path:
         """A config of the file provider ``local`` (``source``) into the test swarm.
 
         ``target`` entries override the defaults; one set to ``None`` is left out (e.g.
-        ``key_config``, to use the instance's default key config).
+        ``key_config``, to use the instance's default key config). ``extra`` adds top-level
+        blocks (``daemon``, more ``providers``).
         """
         block = {
             "type": "swarm",
@@ -164,6 +195,8 @@ class Project:
         }
         if instance is not None:
             doc["instance"] = instance
+        for key, block in (extra or {}).items():
+            doc[key] = {**doc[key], **block} if isinstance(doc.get(key), dict) else block
         path = self.root / filename
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         return path
@@ -225,6 +258,22 @@ class Project:
         return subprocess.run(
             [str(SYNCD), *args], capture_output=True, text=True, check=False, cwd=self.root
         )
+
+    def start_syncd(self, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+        """Start the ``syncd`` CLI without waiting for it (``communicate`` collects it);
+        a long-running one logs into ``log`` instead, so a full pipe never blocks it."""
+        if log is None:
+            return subprocess.Popen(
+                [str(SYNCD), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=self.root,
+            )
+        with log.open("w") as sink:
+            return subprocess.Popen(
+                [str(SYNCD), *args], stdout=sink, stderr=sink, text=True, cwd=self.root
+            )
 
     def service(
         self,
@@ -421,3 +470,524 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except (docker.errors.DockerException, OSError, ConnectionError):  # not up yet
         return False
+
+
+# ---------------------------------------------------------------------------- faults
+
+#: What the proxy does to a request a rule matches:
+#: ``watch`` forwards it and only notes that it came; ``hold`` keeps it until the test
+#: releases it (forwarded or dropped); ``gate`` holds the first ``nth`` matching requests until
+#: all of them have arrived, then forwards them together; ``hang`` never answers; ``fail``
+#: answers 500 itself; ``drop`` closes the connection without forwarding; ``drop-after``
+#: forwards, then closes without passing dockerd's answer on (the write happened, the caller
+#: can't know); ``refuse`` drops it and stops listening, so later connections are refused
+#: until ``DockerProxy.listen``.
+ProxyAction = Literal["watch", "hold", "gate", "hang", "fail", "drop", "drop-after", "refuse"]
+#: How long the proxy's accept waits before it checks whether it should stop.
+ACCEPT_POLL = 0.1
+_API_VERSION = re.compile(r"^/v[0-9.]+(?=/)")
+_FAILURE_BODY = b'{"message":"injected by the test proxy"}'
+_FAILURE = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_FAILURE_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _FAILURE_BODY
+)
+
+
+@dataclass(eq=False)
+class Rule:
+    """A fault for the ``nth`` request whose method and API path match (``gate``: the first
+    ``nth``). ``path`` is a regular expression over the path without its ``/v1.NN`` prefix and
+    query, e.g. ``/services/[^/]+/update``."""
+
+    method: str
+    path: str
+    action: ProxyAction
+    nth: int = 1
+    seen: int = 0
+    #: set once the rule's request arrived (for ``gate``: all of them)
+    hit: threading.Event = field(default_factory=threading.Event)
+    _released: threading.Event = field(default_factory=threading.Event)
+    _forward: bool = False
+    _gate: threading.Barrier | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and re.fullmatch(self.path, path) is not None
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Wait until the rule's request arrived; fail the test if it never does."""
+        if not self.hit.wait(timeout):
+            pytest.fail(f"no {self.method} {self.path} request #{self.nth} within {timeout:.0f}s")
+
+    def release(self, *, forward: bool) -> None:
+        """Let a held request go on to dockerd (``forward``) or drop it unanswered."""
+        self._forward = forward
+        self._released.set()
+
+
+class DockerProxy:
+    """A unix-socket HTTP proxy in front of dockerd's socket that injects faults per request.
+
+    Each request is forwarded on a connection of its own with ``Connection: close``, so every
+    request is seen whole and answered (or not) on its own. ``requests`` records each one as
+    ``(method, path, what happened)``.
+    """
+
+    def __init__(self, upstream: str, path: Path, *, timeout: float = 120.0) -> None:
+        self.upstream = upstream.removeprefix("unix://")
+        self.path = path
+        self.timeout = timeout
+        self.rules: list[Rule] = []
+        self.requests: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self.listen()
+        self._thread = threading.Thread(target=self._accept, name="docker-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def add(self, method: str, path: str, action: ProxyAction, nth: int = 1) -> Rule:
+        """Add a rule (see ``ProxyAction``)."""
+        rule = Rule(method, path, action, nth)
+        if action == "gate":
+            rule._gate = threading.Barrier(nth, timeout=self.timeout, action=rule.hit.set)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        """Forget every rule, dropping any request still held."""
+        with self._lock:
+            rules, self.rules = self.rules, []
+        for rule in rules:
+            if not rule._released.is_set():
+                rule.release(forward=False)
+            if rule._gate is not None:
+                rule._gate.abort()
+
+    def count(self, method: str, path: str) -> int:
+        """How many requests like this came through."""
+        return sum(1 for m, p, _ in self.requests if m == method and re.fullmatch(path, p))
+
+    def listen(self) -> None:
+        """Accept connections (again, after ``refuse``)."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            self.path.unlink(missing_ok=True)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(self.path))
+            listener.listen(64)
+            listener.settimeout(ACCEPT_POLL)
+            self._listener = listener
+
+    def refuse(self) -> None:
+        """Stop listening: connecting fails with ECONNREFUSED (the socket file stays)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            # the accept thread's poll holds the socket open until its timeout ends
+            time.sleep(ACCEPT_POLL * 1.5)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.clear()
+        self.refuse()
+        self._thread.join(timeout=10)
+        self.path.unlink(missing_ok=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            listener = self._listener
+            if listener is None:
+                time.sleep(0.02)
+                continue
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # a timeout, or closed by refuse()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(self.timeout)
+            try:
+                request = _read_request(conn)
+            except OSError:
+                return
+            if request is None:
+                return
+            method, path, raw = request
+            rule = self._rule_for(method, path)
+            action: ProxyAction = rule.action if rule is not None else "watch"
+            with self._lock:
+                self.requests.append((method, path, action))
+            if rule is not None and action in ("hold", "hang"):
+                rule.hit.set()
+                while not rule._released.wait(0.1):
+                    if self._stop.is_set():
+                        return
+                if action == "hang" or not rule._forward:
+                    return
+            elif rule is not None and action == "gate":
+                assert rule._gate is not None
+                try:
+                    rule._gate.wait()
+                except threading.BrokenBarrierError:
+                    return
+            elif rule is not None:
+                rule.hit.set()
+            if action == "fail":
+                conn.sendall(_FAILURE)
+                return
+            if action == "drop":
+                return
+            if action == "refuse":
+                self.refuse()
+                return
+            answer = self._forward(raw)
+            if answer is not None and action != "drop-after":
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+
+    def _rule_for(self, method: str, path: str) -> Rule | None:
+        firing = []
+        with self._lock:
+            for rule in self.rules:
+                if rule.matches(method, path):
+                    rule.seen += 1
+                    if rule.seen == rule.nth or (rule.action == "gate" and rule.seen <= rule.nth):
+                        firing.append(rule)
+        return firing[0] if firing else None
+
+    def _forward(self, raw: bytes) -> bytes | None:
+        """dockerd's whole answer, or ``None`` when dockerd can't be reached (the client
+        then sees its connection closed, as when a daemon goes away mid-request)."""
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.settimeout(self.timeout)
+        try:
+            upstream.connect(self.upstream)
+            upstream.sendall(raw)
+            chunks = []
+            while data := upstream.recv(65536):
+                chunks.append(data)
+        except OSError:
+            return None
+        finally:
+            upstream.close()
+        return b"".join(chunks)
+
+
+def _read_request(conn: socket.socket) -> tuple[str, str, bytes] | None:
+    """One HTTP request: ``(method, API path, bytes to forward with Connection: close)``."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buffer += data
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    request_line, *header_lines = head.decode("latin-1").split("\r\n")
+    method, target, protocol = request_line.split(" ", 2)
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in header_lines]
+    fields = {name.lower(): value for name, value in headers}
+    assert "chunked" not in fields.get("transfer-encoding", ""), "chunked bodies aren't proxied"
+    length = int(fields.get("content-length", "0"))
+    while len(body) < length:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        body += data
+    kept = [f"{name}: {value}" for name, value in headers if name.lower() != "connection"]
+    forwarded = "\r\n".join([f"{method} {target} {protocol}", *kept, "Connection: close", "", ""])
+    path = _API_VERSION.sub("", target.split("?", 1)[0])
+    return method, path, forwarded.encode("latin-1") + body[:length]
+
+
+@contextmanager
+def docker_proxy(swarm: Swarm, folder: Path) -> Iterator[DockerProxy]:
+    """A ``DockerProxy`` in front of the test swarm for the duration of the block."""
+    proxy = DockerProxy(swarm.host, folder / "docker-proxy.sock")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def restart_dockerd(swarm: Swarm) -> None:
+    """Restart the test swarm's dockerd (``swarm.sh restart``: SIGTERM, so every container
+    stops, then a start of the same swarm, waiting until its node is ready again). The
+    services' tasks start again on their own afterwards."""
+    cache = Path(
+        os.environ.get("SYNCD_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "syncd"
+    )
+    env = {
+        **os.environ,
+        "SYNCD_CACHE_DIR": str(cache),
+        "SYNCD_RUN_DIR": os.environ.get("SYNCD_RUN_DIR") or str(cache / "run"),
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "backends.d" / "swarm.sh"), "restart"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, f"restarting dockerd failed: {out.stderr.strip()}"
+    assert swarm.api.nodes(), "the swarm has no node after the restart"
+
+
+# ---------------------------------------------------------------------------- invariants
+
+
+class ReferenceWatch:
+    """Checks continuously, through its own client, that no service of ``services`` (names,
+    read at every poll so services created later count) references a secret that doesn't
+    exist in its current or previous spec, by name and by ID, and that no task of theirs
+    failed over a secret. Polls that find dockerd unreachable (a restart) are counted apart.
+    """
+
+    def __init__(self, swarm: Swarm, services: Sequence[str], *, interval: float = 0.2) -> None:
+        self._api = docker.APIClient(base_url=swarm.host, version="auto", timeout=10)
+        self._services = services
+        self._interval = interval
+        self._stop = threading.Event()
+        self.problems: list[str] = []
+        self.checks = 0
+        self.unreachable = 0
+        self._thread = threading.Thread(target=self._run, name="reference-watch", daemon=True)
+
+    def __enter__(self) -> ReferenceWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._api.close()
+
+    def assert_clean(self, *, min_checks: int = 5) -> None:
+        """No problem seen, over enough polls to mean something."""
+        assert not self.problems, self.problems[:10]
+        assert self.checks >= min_checks, f"only {self.checks} reference checks ran"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._check()
+            except (docker.errors.DockerException, OSError):  # requests' errors are OSErrors
+                self.unreachable += 1
+            except Exception as exc:  # a bug here must fail the test, not end the watch quietly
+                self._problem(f"the watch itself failed: {type(exc).__name__}: {exc}")
+                return
+
+    def _check(self) -> None:
+        watched = set(self._services)
+        # services first: a secret created after this listing can't be referenced in it
+        services = [s for s in self._api.services() if s["Spec"]["Name"] in watched]
+        listed = self._api.secrets()
+        ids = {s["ID"] for s in listed}
+        names = {s["Spec"]["Name"] for s in listed}
+        for service in services:
+            for which in ("Spec", "PreviousSpec"):
+                spec = service.get(which) or {}
+                container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+                for ref in container.get("Secrets") or []:
+                    if ref["SecretID"] not in ids or ref["SecretName"] not in names:
+                        self._problem(
+                            f"{service['Spec']['Name']} {which} references {ref['SecretName']} "
+                            f"({ref['SecretID']}), which doesn't exist"
+                        )
+        ours = {s["ID"]: s["Spec"]["Name"] for s in services}
+        for task in self._api.tasks():
+            error = str((task.get("Status") or {}).get("Err") or "")
+            if task.get("ServiceID") in ours and "secret" in error.lower():
+                self._problem(f"a task of {ours[task['ServiceID']]} failed: {error}")
+        self.checks += 1
+
+    def _problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One line of a ``READER`` log: when (container uptime), which slot and task, the value."""
+
+    uptime: float
+    slot: str
+    task: str
+    ok: bool
+    value: str
+
+
+def reads(log_dir: Path) -> list[Read]:
+    """Every read the ``READER`` tasks logged into ``log_dir``."""
+    found = []
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text().splitlines():
+            up, slot, task, status, *rest = line.split()
+            found.append(Read(float(up), slot, task, status == "ok", rest[0] if rest else ""))
+    return found
+
+
+def assert_reads_ok(log_dir: Path, values: set[str], *, at_least: int = 10) -> list[Read]:
+    """Every read succeeded and saw one of ``values`` whole; returns the reads."""
+    seen = reads(log_dir)
+    failed = [r for r in seen if not r.ok]
+    assert not failed, f"{len(failed)} failed reads, first: {failed[0]}"
+    strange = [r for r in seen if r.value not in values]
+    assert not strange, f"a read saw a value that was never written: task {strange[0].task}"
+    assert len(seen) >= at_least, f"only {len(seen)} reads"
+    return seen
+
+
+# ---------------------------------------------------------------------------- a swap rig
+
+
+@dataclass
+class SwapRig:
+    """One secret read by two services (``a`` and ``b``, one ``READER`` task each, its log in
+    ``logs``), syncd reaching the swarm through ``proxy``, and a ``watch`` over both services.
+
+    ``values`` lists every value the secret had, oldest first.
+    """
+
+    project: Project
+    proxy: DockerProxy
+    watch: ReferenceWatch
+    config: Path
+    secret: str
+    services: tuple[str, str]
+    logs: Path
+    values: list[str]
+    keep: int
+    api_timeout: str
+
+    @property
+    def swarm(self) -> Swarm:
+        return self.project.swarm
+
+    def variant(
+        self, filename: str, *, source: str = "keys.yaml", api_timeout: str | None = None
+    ) -> Path:
+        """A config of the same installation and secret that reads ``source`` (the same
+        secret as another process sees it) or has another ``api_timeout``."""
+        return self.project.config(
+            [single(self.secret)],
+            keep=self.keep,
+            timeout="60s",
+            target={"docker_host": self.proxy.url, "api_timeout": api_timeout or self.api_timeout},
+            source=source,
+            filename=filename,
+        )
+
+    def rotate(self) -> str:
+        """Give the secret a new value upstream; returns it."""
+        value = new_value(f"r{len(self.values)}-")
+        self.values.append(value)
+        self.project.set_values({self.secret: value})
+        return value
+
+    def versions(self) -> dict[int, str]:
+        """The secret's versions in the swarm: number -> fingerprint label."""
+        listed = self.swarm.api.secrets(filters={"label": f"syncd.name={self.secret}"})
+        found: dict[int, str] = {}
+        for secret in listed:
+            labels = secret["Spec"]["Labels"]
+            number = int(labels["syncd.version"])
+            assert number not in found, f"two secrets are version {number}"
+            assert secret["Spec"]["Name"] == self.object(number), secret["Spec"]["Name"]
+            found[number] = labels["syncd.fingerprint"]
+        return found
+
+    def newest(self) -> int:
+        return max(self.versions())
+
+    def object(self, version: int) -> str:
+        return f"{self.secret}-v{version}"
+
+    def refs(self, service: str, *, previous: bool = False) -> list[str]:
+        return [r["SecretName"] for r in self.swarm.service_secrets(service, previous=previous)]
+
+    def reads_newest(self, service: str) -> bool:
+        """Whether a task on the current spec of ``service`` reads the newest value."""
+        return self.swarm.try_read_in_task(service, "/run/secrets/token") == self.values[-1]
+
+    def cycle(self) -> CycleResult:
+        """One cycle of a fresh engine (a new run: all state is read from the swarm)."""
+        return self.project.cycle(self.config)
+
+    def settle(self) -> None:
+        """Finish whatever an earlier (failed) test left half done."""
+        for _ in range(3):
+            if self.cycle().target_writes == 0:
+                return
+        pytest.fail("three cycles in a row still wrote something")
+
+    def assert_converged(self, *, keep: int = 0) -> int:
+        """Both services run the newest version, read the newest value, and the swarm holds
+        that version, the previous specs' and at most ``keep`` more; returns the version."""
+        newest = self.newest()
+        current = self.object(newest)
+        previous = set()
+        for service in self.services:
+            assert self.refs(service) == [current], (service, self.refs(service))
+            previous |= set(self.refs(service, previous=True))
+            wait_until(
+                f"{service} to read the newest value", partial(self.reads_newest, service), 30
+            )
+        names = {self.object(n) for n in self.versions()}
+        extra = names - {current} - previous
+        assert len(extra) <= keep, f"more than keep={keep} old versions: {sorted(extra)}"
+        assert previous <= names, f"a previous spec's version is gone: {previous - names}"
+        return newest
+
+
+@contextmanager
+def swap_rig(swarm: Swarm, *, keep: int = 0, api_timeout: str = "20s") -> Iterator[SwapRig]:
+    """A ``SwapRig`` on v2 of its secret (v1 in both services' previous specs, so every later
+    swap also collects a version), cleaned up afterwards."""
+    project = new_project(swarm)
+    try:
+        with docker_proxy(swarm, project.root) as proxy:
+            name = project.name("token")
+            values = [new_value("r0-")]
+            project.set_values({name: values[0]})
+            config = project.config(
+                [single(name)],
+                keep=keep,
+                timeout="60s",
+                target={"docker_host": proxy.url, "api_timeout": api_timeout},
+            )
+            assert project.cycle(config).ok
+            logs = project.root / "logs"
+            logs.mkdir()
+            a, b = (
+                project.service(
+                    base,
+                    secrets=[(f"{name}-v1", "token")],
+                    env=["SECRET_FILE=/run/secrets/token"],
+                    command=READER,
+                    log_dir=logs,
+                    monitor=0.3,
+                )
+                for base in ("a", "b")
+            )
+            with ReferenceWatch(swarm, project.services) as watch:
+                rig = SwapRig(
+                    project, proxy, watch, config, name, (a, b), logs, values, keep, api_timeout
+                )
+                rig.rotate()
+                assert rig.cycle().ok
+                rig.assert_converged(keep=keep)
+                yield rig
+    finally:
+        project.cleanup()

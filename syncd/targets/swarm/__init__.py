@@ -13,8 +13,9 @@ so it is a Swarm *config* (readable back by managers) or, for a stricter setup, 
 
 The package is split by concern: ``settings`` (the config block), ``names`` (Swarm's naming
 rules), ``labels`` (the state and who owns it), ``api`` (Docker calls), ``keys`` (the
-fingerprint key), ``consumers`` (services, stuck rollouts, doctor), ``convergence`` (the
-rollout wait) and ``target`` (the ``Target`` interface tying them together).
+fingerprint key), ``consumers`` (services, stuck rollouts, doctor), ``repoint`` (which
+references one service update swaps), ``convergence`` (the rollout wait) and ``target`` (the
+``Target`` interface tying them together).
 """
 
 from syncd.targets.swarm.names import name_problem, object_name

@@ -40,6 +40,12 @@ class OutOfSequence(TargetError):
     """Another writer updated the object since it was read (its version index moved)."""
 
 
+class Unavailable(TargetError):
+    """Docker gave no usable answer this time: unreachable, timed out, or a server error
+    (5xx, e.g. a manager restarting or electing a leader). A read can simply be tried again;
+    a write that got this may or may not have happened."""
+
+
 def api_error(exc: Any, operation: str, host: str) -> TargetError:
     """A user-facing error for a Docker API error response."""
     explanation = str(getattr(exc, "explanation", None) or exc)
@@ -57,6 +63,8 @@ def api_error(exc: Any, operation: str, host: str) -> TargetError:
         return Conflict(explanation)
     if status == 404:
         return NotFound(f"{operation}: {explanation}")
+    if isinstance(status, int) and status >= 500:
+        return Unavailable(f"Docker API {operation} failed ({status}): {explanation}")
     return TargetError(f"Docker API {operation} failed ({status}): {explanation}")
 
 
@@ -159,8 +167,10 @@ class DockerApi:
             return fn(api)
         except docker.errors.APIError as exc:
             raise api_error(exc, operation, self.host) from exc
-        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise TargetError(f"Docker daemon at {self.host} is not reachable: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable(f"Docker daemon at {self.host} is not reachable: {exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"Docker API {operation} failed: {exc}") from exc
 
     # ------------------------------------------------------------------ lookups
 

@@ -8,7 +8,6 @@ and diagnosing ``*_FILE`` variables cost no request per service.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -148,34 +147,6 @@ def _judged(
     """The consumer with its rollout judged against one secret's timeout."""
     service, consumer = entry
     return replace(consumer, unconverged=rollout_problem(service, stuck_after=stuck_after, now=now))
-
-
-def swap_refs(
-    refs: Sequence[Mapping[str, Any]],
-    swaps: Mapping[str, VersionInfo],
-    new_ids: Mapping[str, str],
-) -> tuple[list[dict[str, Any]], bool]:
-    """The secret references with each swapped one renamed; ``File`` is left untouched.
-
-    A service caught mid-way (referencing an old and the new version at one target file)
-    ends with one reference per (secret, file) pair.
-    """
-    updated: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
-    changed = False
-    for ref in refs:
-        entry = dict(ref)
-        successor = swaps.get(entry.get("SecretName", ""))
-        if successor is not None:
-            entry["SecretName"] = successor.object_name
-            entry["SecretID"] = new_ids[ref["SecretName"]]
-            changed = True
-        key = (entry.get("SecretID", ""), json.dumps(entry.get("File"), sort_keys=True))
-        if key in seen:
-            continue
-        seen.add(key)
-        updated.append(entry)
-    return updated, changed
 
 
 # ---------------------------------------------------------------------- doctor

@@ -6,10 +6,16 @@ every slot (or node, for global services) must be running, and stay so for the s
 monitor window. ``completed`` before that means the orchestrator already saw the window
 through. Always bounded by the secret's timeout: ``start-first`` with a host-mode port can
 stay ``updating`` forever.
+
+A poll that gets no answer (dockerd restarting, a manager electing a leader, a timeout, a
+5xx) doesn't end the wait: the rollout goes on in the swarm whether syncd looks or not, so
+failing the swap over one lost poll would report a rollout that converged as one that
+didn't. syncd polls again until the deadline and sees the monitor window through afresh.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +23,9 @@ from typing import Any
 
 from syncd.errors import ConvergenceError
 from syncd.model import Consumer
-from syncd.targets.swarm.api import DockerApi
+from syncd.targets.swarm.api import DockerApi, Unavailable
+
+log = logging.getLogger("syncd.targets.swarm")
 
 #: How often convergence is polled (the docker CLI polls every 200 ms).
 POLL_SECONDS = 0.25
@@ -68,13 +76,28 @@ def wait_converged(
     deadline = time.monotonic() + timeout
     pending = {c.label: _Watch(c) for c in consumers}
     results: dict[str, ConvergenceError | None] = {}
+    failing = False
     while pending:
-        nodes = _active_nodes(api)
-        for label, watch in list(pending.items()):
-            done, error = _poll(api, watch, service_id(watch.consumer), nodes)
-            if done:
-                results[label] = error
-                del pending[label]
+        try:
+            nodes = _active_nodes(api)
+            for label, watch in list(pending.items()):
+                done, error = _poll(api, watch, service_id(watch.consumer), nodes)
+                if done:
+                    results[label] = error
+                    del pending[label]
+        except Unavailable as exc:
+            # the rollout goes on without us (a manager restarting, a slow answer): look
+            # again until the deadline, and see the monitor window through from the start
+            if not failing:
+                log.warning("can't poll the rollout (%s); polling again until the timeout", exc)
+            failing = True
+            for watch in pending.values():
+                watch.converged_at = None
+                watch.detail = f"the last poll failed: {exc}"
+        else:
+            if failing:
+                log.info("polling the rollout works again")
+            failing = False
         if not pending:
             break
         if time.monotonic() >= deadline:

@@ -2,7 +2,7 @@
 
 This module keeps the versions (list, create, adopt, relabel, delete) and ties in the
 other concerns: names (``names``), the key (``keys``), consumers and doctor
-(``consumers``) and the rollout wait (``convergence``).
+(``consumers``), what a repoint swaps (``repoint``) and the rollout wait (``convergence``).
 
 It sees only its installation's objects: a secret labelled with another ``syncd.instance``
 is never listed as a version, counted as a consumer's reference, collected, pruned or
@@ -36,7 +36,7 @@ from syncd.targets.base import (
 )
 from syncd.targets.swarm import convergence, keys
 from syncd.targets.swarm.api import Conflict, DockerApi, InUse, NotFound, OutOfSequence
-from syncd.targets.swarm.consumers import consumers_of, file_findings, secret_refs, swap_refs
+from syncd.targets.swarm.consumers import consumers_of, file_findings, secret_refs
 from syncd.targets.swarm.labels import (
     LABEL_FINGERPRINT,
     LABEL_INSTANCE,
@@ -60,6 +60,7 @@ from syncd.targets.swarm.names import (
     service_name_problem,
     shown,
 )
+from syncd.targets.swarm.repoint import moved_meanwhile, swap_refs, version_named
 from syncd.targets.swarm.settings import SwarmTargetConfig
 
 log = logging.getLogger("syncd.targets.swarm")
@@ -309,10 +310,19 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             who == self.instance
             and labels.get(LABEL_NAME) == info.secret
             and labels.get(LABEL_VERSION) == str(info.version)
-            and labels.get(LABEL_FINGERPRINT) == info.fingerprint
         ):
-            self._ids[info.object_name] = existing["ID"]
-            return info
+            if labels.get(LABEL_FINGERPRINT) == info.fingerprint:
+                self._ids[info.object_name] = existing["ID"]
+                return info
+            # another process of this installation got there first with another value: a
+            # live version (consumers may use it already), not something to remove
+            raise TargetError(
+                f"secret {shown(info.secret)}: version {info.version} ({info.object_name!r}) "
+                "was created meanwhile from a different value by another run of this "
+                f"installation ({self.instance!r}; are two syncd processes writing at once?); "
+                f"nothing was written for this run's value, and the next cycle makes it "
+                f"version {info.version + 1}"
+            )
         raise TargetError(
             f"secret {shown(info.secret)}: a Swarm secret named {info.object_name!r} already "
             "exists and is not this version; remove or rename it"
@@ -496,9 +506,14 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             service = self._api.call("inspect-service", lambda api: api.inspect_service(service_id))
             spec = copy.deepcopy(service["Spec"])
             container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
-            updated, changed = swap_refs(container.get("Secrets") or [], swaps, new_ids)
+            refs = container.get("Secrets") or []
+            moved = {**moved_meanwhile(refs, swaps, version_of=self._version_named), **swaps}
+            for old, successor in moved.items():
+                if old not in new_ids:
+                    new_ids[old] = self._secret_id(successor.object_name)
+            updated, changed = swap_refs(refs, moved, new_ids)
             if not changed:
-                return  # already done (a repeated step) or the reference was removed
+                return  # already done (a repeated step), or the reference was removed
             container["Secrets"] = updated
             try:
                 result = self._update_service(service["ID"], spec, service["Version"]["Index"])
@@ -509,13 +524,22 @@ class SwarmTarget(Target[SwarmTargetConfig]):
                 raise
             for warning in (result or {}).get("Warnings") or []:
                 log.warning("%s: %s", consumer.label, warning)
-            moved = ", ".join(f"{old} -> {v.object_name}" for old, v in sorted(swaps.items()))
-            log.info("repointed %s: %s", consumer.label, moved)
+            done = ", ".join(
+                f"{old} -> {v.object_name}"
+                for old, v in sorted(moved.items())
+                if any(r.get("SecretName") == old for r in refs)
+            )
+            log.info("repointed %s: %s", consumer.label, done)
             return
         raise TargetError(f"{consumer.label} kept changing; gave up repointing")
 
     def _update_service(self, service_id: str, spec: dict[str, Any], index: int) -> Any:
         return self._api.update_service(service_id, spec, index)
+
+    def _version_named(self, name: str, secret: str) -> int | None:
+        return version_named(
+            self._api, name, secret, naming=self.config.naming, instance=self.instance
+        )
 
     def wait_converged(
         self, consumers: Sequence[Consumer], *, timeout: float
