@@ -45,7 +45,7 @@ from syncd.render import (
 )
 from syncd.swap import Swap
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
-from syncd.work import Work, describe, failed_item, stale_consumers
+from syncd.work import Work, describe, failed_item, is_transient, stale_consumers
 
 log = logging.getLogger("syncd.engine")
 
@@ -230,7 +230,7 @@ class Engine:
                 return self._cycle(secrets, dry_run=False, prune=prune)
         except TargetError as exc:  # the lock or the repair: nothing was written
             message = f"target unavailable: {exc}"
-            return [failed_item(s.name, message, "target") for s in secrets]
+            return [failed_item(s.name, message, "target", exc.transient) for s in secrets]
 
     def import_existing(
         self, *, names: Iterable[str] | None = None, trust: bool = False
@@ -250,7 +250,7 @@ class Engine:
                 return self._import(chosen, trust=trust)
         except TargetError as exc:  # the lock or the repair: nothing was written
             message = f"target unavailable: {exc}"
-            return [failed_item(s.name, message, "target") for s in chosen]
+            return [failed_item(s.name, message, "target", exc.transient) for s in chosen]
         finally:
             self.redactor.clear()
 
@@ -299,7 +299,7 @@ class Engine:
             found = self.target.list_versions([s.name for s in secrets])
         except Exception as exc:  # noqa: BLE001 - reported per secret, nothing written
             message = f"target unavailable: {describe(exc)}"
-            return [failed_item(s.name, message, "target") for s in secrets]
+            return [failed_item(s.name, message, "target", is_transient(exc)) for s in secrets]
         return {name: sorted(versions, key=_ver) for name, versions in found.items()}
 
     def _work(self, secret: Secret, versions: list[VersionInfo], expansion: Expansion) -> Work:
@@ -644,12 +644,14 @@ class Engine:
             found = self.target.find_consumers(specs, {w.secret.name: w.versions for w in live})
         except Exception as exc:  # noqa: BLE001 - consumers unknown: no secret may swap
             for work in live:
-                work.fail(f"can't list consumers: {describe(exc)}", "target")
+                work.fail(
+                    f"can't list consumers: {describe(exc)}", "target", transient=is_transient(exc)
+                )
             return
         for work in live:
             result = found.get(work.secret.name, [])
             if isinstance(result, TargetError):
-                work.fail(str(result), "target")
+                work.fail(str(result), "target", transient=result.transient)
                 continue
             work.item.notes.extend(
                 f"{c.label} is named in 'consumers' but doesn't exist yet; it is repointed "

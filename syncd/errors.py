@@ -50,6 +50,12 @@ class ProviderError(SyncdError):
 class TargetError(SyncdError):
     """The target refused or failed an operation."""
 
+    @property
+    def transient(self) -> bool:
+        """Whether the failure may pass by itself (unreachable, throttled, restarting);
+        subclasses that can tell say so."""
+        return False
+
 
 class ConvergenceError(TargetError):
     """A consumer did not converge on a new version (timeout, paused, rolled back)."""

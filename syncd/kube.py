@@ -126,6 +126,11 @@ class ApiError(TargetError):
         """Whether the server refused for now rather than for good (throttled, restarting)."""
         return self.status in RETRIED or (self.status >= 500 and self.retry_after is not None)
 
+    @property
+    def transient(self) -> bool:
+        """Unreachable, throttled or a server error: the next cycle may succeed."""
+        return self.status in {0, 429} or self.status >= 500
+
 
 class _NoDiscovery:
     """Stands in for the dynamic client's discoverer, which would request every API group

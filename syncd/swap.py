@@ -27,7 +27,7 @@ from typing import Any
 from syncd.errors import TargetError
 from syncd.model import Consumer, PlanItem, VersionInfo
 from syncd.targets.base import Target
-from syncd.work import Work, describe, stale_consumers
+from syncd.work import Work, describe, is_transient, stale_consumers
 
 log = logging.getLogger("syncd.swap")
 
@@ -96,7 +96,9 @@ class Swap:
             results = self.target.create_versions([w.new for w in pending if w.new])
         except Exception as exc:  # noqa: BLE001 - nothing was created for any of them
             for work in pending:
-                work.fail(f"can't create version: {describe(exc)}", "target")
+                work.fail(
+                    f"can't create version: {describe(exc)}", "target", transient=is_transient(exc)
+                )
             return
         for work in pending:
             result = results.get(work.secret.name)
@@ -106,7 +108,11 @@ class Swap:
                 work.new = None
                 log.info("created %s version %d", work.secret.name, result.version)
             else:
-                work.fail(f"can't create version: {result or 'target returned nothing'}", "target")
+                work.fail(
+                    f"can't create version: {result or 'target returned nothing'}",
+                    "target",
+                    transient=is_transient(result),
+                )
 
     def repoint_and_wait(self, works: Sequence[Work]) -> tuple[set[str], set[str]]:
         """Repoint each stale consumer once (all its secrets together), then wait for all.
@@ -138,7 +144,11 @@ class Swap:
                 # the update never landed (an API error): the daemon's own backoff retries it;
                 # the swap schedule below is for consumers that took the update and failed
                 for name in secrets_of[label]:
-                    by_name[name].fail(f"can't repoint {label}: {describe(exc)}", "target")
+                    by_name[name].fail(
+                        f"can't repoint {label}: {describe(exc)}",
+                        "target",
+                        transient=is_transient(exc),
+                    )
         if repointed:
             timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from syncd.config import Secret
-from syncd.errors import SyncdError
+from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.model import Consumer, ErrorKind, Fetched, NewVersion, PlanItem, VersionInfo
 from syncd.redact import REDACTOR
 
@@ -60,6 +60,11 @@ def stale_consumers(work: Work) -> list[Consumer]:
     return [
         c for c in work.consumers if any(obj != final for obj in c.refs.get(work.secret.name, ()))
     ]
+
+
+def is_transient(exc: object) -> bool:
+    """Whether a provider's or target's failure may pass by itself (as it judged it)."""
+    return isinstance(exc, ProviderError | TargetError) and exc.transient
 
 
 def describe(exc: BaseException) -> str:

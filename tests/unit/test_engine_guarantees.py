@@ -258,3 +258,27 @@ def test_a_transient_provider_failure_says_so(write_config, world, monkeypatch):
     doc = Engine(load_config(path)).run_cycle().to_json()
     assert {s["name"]: s["transient"] for s in doc["secrets"]} == {"a": True, "b": False}
     assert {s["error_kind"] for s in doc["secrets"]} == {"provider"}
+
+
+def test_a_transient_target_failure_says_so(write_config, world, monkeypatch):
+    """A target that can't be reached now (an API restarting) marks the items transient; a
+    refusal for good (RBAC denied) doesn't."""
+    from syncd.errors import TargetError
+    from tests.unit.memory_target import MemoryTarget
+
+    class Unreachable(TargetError):
+        @property
+        def transient(self) -> bool:
+            return True
+
+    path = write_config(values={"a": new_value()}, target=memory(world))
+    for error, transient in ((Unreachable("API restarting"), True), (TargetError("denied"), False)):
+
+        def listing(self, names, error=error):
+            raise error
+
+        monkeypatch.setattr(MemoryTarget, "list_versions", listing)
+        doc = Engine(load_config(path)).run_cycle().to_json()
+        assert [(s["error_kind"], s["transient"]) for s in doc["secrets"]] == [
+            ("target", transient)
+        ]

@@ -45,6 +45,11 @@ class Unavailable(TargetError):
     (5xx, e.g. a manager restarting or electing a leader). A read can simply be tried again;
     a write that got this may or may not have happened."""
 
+    @property
+    def transient(self) -> bool:
+        """Always: Docker may answer next time."""
+        return True
+
 
 def api_error(exc: Any, operation: str, host: str) -> TargetError:
     """A user-facing error for a Docker API error response."""
