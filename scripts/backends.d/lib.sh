@@ -51,13 +51,20 @@ stop_bg() {
   rm -f "$pidf" "$SYNCD_RUN_DIR/$1.env"
 }
 
-# backend_main ARG: run the backend script's `up` or `down` function (each script ends with it).
+# backend_main ARG: run the backend script's `up`, `down` or (where it has one) `restart`
+# function (each script ends with it).
 backend_main() {
   case "${1:-}" in
     up) up ;;
     down) down ;;
+    restart)
+      if declare -F restart >/dev/null; then restart; else
+        echo "$0: no restart" >&2
+        exit 2
+      fi
+      ;;
     *)
-      echo "usage: $0 up|down" >&2
+      echo "usage: $0 up|down|restart" >&2
       exit 2
       ;;
   esac

@@ -158,8 +158,4 @@ down() {
   rm -f "$envf"
 }
 
-if [ "${1:-}" = restart ]; then
-  restart
-  exit 0
-fi
 backend_main "$@"

@@ -22,8 +22,8 @@ import pytest
 
 from syncd.engine import CycleResult
 from tests.conftest import new_value, wait_until
+from tests.integration.docker_proxy import ProxyAction
 from tests.integration.swarm_util import (  # noqa: F401 - swarm: fixture
-    ProxyAction,
     ReferenceWatch,
     SwapRig,
     Swarm,
