@@ -38,6 +38,7 @@ import yaml
 from pydantic import Field, field_validator
 
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref
+from syncd.config_yaml import line_count, yaml_position
 from syncd.envfile import EnvFileError, parse_env
 from syncd.errors import ProviderError
 from syncd.model import Fetched
@@ -266,13 +267,15 @@ def parse_yaml(text: str) -> dict[str, Entry]:
         loader.dispose()
     if root is None:
         return {}
+    last = line_count(text)
     if root.tag != _MAP:
         raise FileFormatError(
-            "must hold a mapping of key: value (without a tag) at the top level", line=_line(root)
+            "must hold a mapping of key: value (without a tag) at the top level",
+            line=_line(root, last),
         )
     entries: dict[str, Entry] = {}
     for key_node, value_node in root.value:
-        line = _line(key_node)
+        line = _line(key_node, last)
         if key_node.tag not in (_PLAIN, _QUOTED):
             raise FileFormatError("a key must be a string without a tag", line=line)
         key = key_node.value
@@ -293,15 +296,18 @@ def _yaml_entry(node: yaml.Node, line: int) -> Entry:
     return node.value if _is_unicode(node.value) else Unusable(_NOT_UNICODE, line)
 
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+def _line(node: yaml.Node, last: int) -> int:
+    """The node's line; libyaml places what is empty at the end of a text without a final
+    line break (``---`` alone, a key ``?`` alone) on the line after ``last``."""
+    return min(int(node.start_mark.line) + 1, last)
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> FileFormatError:
     """Where the YAML is broken, never what: the library's own message may quote the text."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
-        return FileFormatError("invalid YAML", line=mark.line + 1, column=mark.column + 1)
+        line, column = yaml_position(mark, text)
+        return FileFormatError("invalid YAML", line=line, column=column)
     position = getattr(exc, "position", None)  # the reader's own errors: a control character
     if isinstance(position, int):
         line = text.count("\n", 0, position) + 1

@@ -107,6 +107,9 @@ class Reader:
         self._visits = 0
         self._budget = 0
         self._path: set[int] = set()
+        #: the text's last line: libyaml places the end of a text without a final line
+        #: break (where an empty value or key is) on the line after it
+        self.last_line: int | None = None
 
     def issue(self, loc: Loc, message: str) -> None:
         """Record a problem at ``loc`` (its line is looked up)."""
@@ -122,7 +125,8 @@ class Reader:
 
     def mark(self, loc: Loc, node: yaml.Node) -> None:
         """Remember that ``loc`` was written at ``node``'s line."""
-        self.lines[loc] = (self.filename, node.start_mark.line + 1)
+        line = node.start_mark.line + 1
+        self.lines[loc] = (self.filename, min(line, self.last_line or line))
 
     def read_document(self, node: yaml.Node) -> Any:
         """The plain data of a whole document (issues recorded, never raised)."""
@@ -233,10 +237,31 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def line_count(text: str) -> int:
+    """How many lines YAML sees in ``text``."""
+    return len(_LINE_BREAK.findall(text)) + 1
+
+
+def yaml_position(mark: yaml.Mark, text: str) -> tuple[int, int]:
+    """The 1-based (line, column) of a YAML error ``mark`` in ``text``.
+
+    libyaml marks the end of a text that has no final line break on a line after the last
+    one (``k: {`` fails "on line 2"): that is the end of the last line.
+    """
+    line, column = int(mark.line) + 1, int(mark.column) + 1
+    lines = _LINE_BREAK.split(text)  # the breaks YAML counts
+    if line > len(lines):
+        return len(lines), len(lines[-1]) + 1
+    return line, column
+
+
 def _yaml_line(exc: yaml.YAMLError, text: str) -> int | None:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
-        return int(mark.line) + 1
+        return yaml_position(mark, text)[0]
     position = getattr(exc, "position", None)  # the reader's errors (a NUL byte) have this
     if isinstance(position, int):
         return text.count("\n", 0, position) + 1
@@ -268,6 +293,7 @@ def read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, Reader]:
         raise ConfigError(
             [ConfigIssue(str(path), "", f"refused: nested more than {MAX_NESTING} levels", deep)]
         )
+    reader.last_line = line_count(text)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -281,7 +307,8 @@ def read_yaml(path: Path, env: dict[str, str]) -> tuple[Any, Reader]:
         issue = ConfigIssue(str(path), "", f"refused: nested more than {MAX_NESTING} levels")
         raise ConfigError([issue]) from exc
     except _Stop as exc:
-        raise ConfigError([ConfigIssue(str(path), "", f"refused: {exc}", exc.line)]) from exc
+        line = min(exc.line, reader.last_line)
+        raise ConfigError([ConfigIssue(str(path), "", f"refused: {exc}", line)]) from exc
     finally:
         loader.dispose()
     return data, reader
