@@ -6,17 +6,43 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 from syncd.redact import REDACTOR, RedactingFilter
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: The text format's line: time, level, logger and message.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The SDKs' own INFO chatter ("Found credentials in environment variables", scheduler job
+#: lines) drowns syncd's, and their DEBUG lines quote whole responses: these loggers say
+#: nothing below WARNING, whatever ``--log-level`` is.
+QUIET_LOGGERS = ("apscheduler", "botocore", "azure", "urllib3", "kubernetes", "docker")
+#: The Key Vault client's generated code logs a WARNING with a traceback for every error
+#: body it can't read (a proxy's HTML page, a cut answer) and then raises the error the
+#: provider reports anyway: the traceback is noise, and its text may quote the body.
+SILENT_LOGGERS = ("azure.keyvault.secrets._generated",)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines, redacted whole: the filter scrubs only the message, and a
+    traceback repeats its exception's message, which may quote a payload (an SDK's error,
+    a failed job that APScheduler logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, traceback and stack included, with every registered value masked."""
+        return REDACTOR.redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any ``extra=`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Serialise the record; exceptions are reduced to their type (messages can quote data)."""
+        """Serialise the record; exceptions are reduced to their type (messages can quote
+        data), and ``extra=`` fields are redacted like the message (as text, unless a number,
+        a boolean or null)."""
         doc: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -25,24 +51,33 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                doc[key] = value
+                plain = value is None or isinstance(value, bool | int | float)
+                doc[key] = value if plain else REDACTOR.redact(str(value))
         if record.exc_info and record.exc_info[0] is not None:
             doc["exception"] = record.exc_info[0].__name__
-        return json.dumps(doc, default=str)
+        return json.dumps(doc)
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    """The formatter of ``--log-format`` ``text`` or ``json`` (shared with the tests' leak
+    canaries, which render every record the way it would reach stderr)."""
+    return JsonFormatter() if fmt == "json" else TextFormatter()
+
+
+def handler(fmt: str, stream: TextIO) -> logging.Handler:
+    """Lines in ``fmt`` to ``stream``, each scrubbed by the redaction filter."""
+    out = logging.StreamHandler(stream)
+    out.setFormatter(formatter(fmt))
+    out.addFilter(RedactingFilter(REDACTOR))
+    return out
 
 
 def setup_logging(*, level: str = "info", fmt: str = "text") -> None:
     """Configure the root logger once: stderr, chosen format, redaction as the last filter."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(REDACTOR))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler(fmt, sys.stderr)]
     root.setLevel(level.upper())
-    # the SDKs' own INFO chatter ("Found credentials in environment variables", scheduler
-    # job lines) drowns syncd's; their warnings still come through
-    for noisy in ("apscheduler", "botocore", "azure", "urllib3", "kubernetes", "docker"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for quiet in QUIET_LOGGERS:
+        logging.getLogger(quiet).setLevel(max(logging.WARNING, root.level))
+    for silent in SILENT_LOGGERS:
+        logging.getLogger(silent).setLevel(max(logging.ERROR, root.level))
