@@ -873,44 +873,30 @@ def _clear(rig: Rig) -> None:
     rig.proxy.clear()
 
 
+#: Secrets Manager and SSM share the AWS error shapes, so the same refusals.
+AWS_REFUSALS = {
+    "expired-token": Refusal(
+        _aws_refuses(
+            "ExpiredTokenException", "The security token included in the request is expired"
+        ),
+        _clear,
+        "check the AWS credentials",
+    ),
+    "access-denied": Refusal(
+        _aws_refuses("AccessDeniedException", "User is not authorized to perform this operation"),
+        _clear,
+        "check the AWS credentials",
+    ),
+}
+
 REFUSALS: dict[str, dict[str, Refusal]] = {
     "vault": {
         "token-revoked": Refusal(
             _revoke_vault_token, _new_vault_token, "the token was refused (HTTP 403"
         )
     },
-    "sm": {
-        "expired-token": Refusal(
-            _aws_refuses(
-                "ExpiredTokenException", "The security token included in the request is expired"
-            ),
-            _clear,
-            "check the AWS credentials",
-        ),
-        "access-denied": Refusal(
-            _aws_refuses(
-                "AccessDeniedException", "User is not authorized to perform this operation"
-            ),
-            _clear,
-            "check the AWS credentials",
-        ),
-    },
-    "ssm": {
-        "expired-token": Refusal(
-            _aws_refuses(
-                "ExpiredTokenException", "The security token included in the request is expired"
-            ),
-            _clear,
-            "check the AWS credentials",
-        ),
-        "access-denied": Refusal(
-            _aws_refuses(
-                "AccessDeniedException", "User is not authorized to perform this operation"
-            ),
-            _clear,
-            "check the AWS credentials",
-        ),
-    },
+    "sm": AWS_REFUSALS,
+    "ssm": AWS_REFUSALS,
     "kv": {
         "authority-refuses": Refusal(_azure_authority_refuses, _clear, "AADSTS7000222"),
         "vault-refuses-token": Refusal(_azure_vault_refuses, _clear, "AKV10032"),
