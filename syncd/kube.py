@@ -253,7 +253,10 @@ class KubeClient:
                 exc.status or 0, _text(exc.body), method, path, _retry_after(exc.headers)
             ) from exc
         except Exception as exc:  # any transport failure: the server was not reached
-            raise ApiError(0, "Unreachable", f"Kubernetes API {self.server}: {exc}") from exc
+            # urllib3 names the whole URL, query and all, around its reason: keep the reason
+            reason = getattr(exc, "reason", None) or exc
+            message = f"Kubernetes API {self.server}: {method} {path} failed: {reason}"
+            raise ApiError(0, "Unreachable", message) from exc
         text = _text(raw)
         try:
             return json.loads(text) if text else {}

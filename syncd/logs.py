@@ -17,10 +17,11 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: lines) drowns syncd's, and their DEBUG lines quote whole responses: these loggers say
 #: nothing below WARNING, whatever ``--log-level`` is.
 QUIET_LOGGERS = ("apscheduler", "botocore", "azure", "urllib3", "kubernetes", "docker")
-#: The Key Vault client's generated code logs a WARNING with a traceback for every error
-#: body it can't read (a proxy's HTML page, a cut answer) and then raises the error the
-#: provider reports anyway: the traceback is noise, and its text may quote the body.
-SILENT_LOGGERS = ("azure.keyvault.secrets._generated",)
+#: Loggers that say only ERROR: each WARNING they log precedes an error syncd reports
+#: itself, once, per secret. The Key Vault client's generated code logs a traceback for every
+#: error body it can't read (a proxy's HTML page, a cut answer), whose text may quote the body;
+#: urllib3 logs each connection retry (three lines per request to a server that is down).
+SILENT_LOGGERS = ("azure.keyvault.secrets._generated", "urllib3.connectionpool")
 
 
 class TextFormatter(logging.Formatter):

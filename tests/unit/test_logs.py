@@ -1,5 +1,6 @@
 """What ``setup_logging`` lets through: syncd's own lines at the chosen level, the SDKs' only
-from WARNING, and the Key Vault client's failsafe-deserialization tracebacks not at all."""
+from WARNING, and the warnings that precede an error syncd reports itself (the Key Vault
+client's failsafe-deserialization tracebacks, urllib3's connection retries) not at all."""
 
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ def test_debug_shows_syncd_and_only_the_sdks_warnings(levels, capsys):
     logging.getLogger("azure.keyvault.secrets._generated._utils.model_base").warning(
         "Ran into a deserialization error", exc_info=ValueError("a body")
     )
+    logging.getLogger("urllib3.connectionpool").warning("Retrying after connection broken")
     err = capsys.readouterr().err
     assert "own debug line" in err
     assert "sdk warning" in err
     assert "sdk chatter" not in err
     assert "deserialization" not in err and "a body" not in err
+    assert "Retrying" not in err
 
 
 def test_an_sdk_error_still_comes_through(levels, capsys):

@@ -51,6 +51,15 @@ class Unavailable(TargetError):
         return True
 
 
+def _connection_failed(exc: BaseException) -> bool:
+    """Whether docker-py's error wraps a failed connection (it re-raises the version probe's
+    requests error as a plain ``DockerException``), rather than a setting it refused."""
+    import requests.exceptions
+
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, requests.exceptions.RequestException)
+
+
 def api_error(exc: Any, operation: str, host: str) -> TargetError:
     """A user-facing error for a Docker API error response."""
     explanation = str(getattr(exc, "explanation", None) or exc)
@@ -155,7 +164,10 @@ class DockerApi:
                     version="auto", timeout=self._config.api_timeout, **settings
                 )
             except docker.errors.DockerException as exc:
-                raise TargetError(f"Docker daemon at {self.host} is not reachable: {exc}") from exc
+                message = f"Docker daemon at {self.host} is not reachable: {exc}"
+                if _connection_failed(exc):  # no daemon there yet: it may come up
+                    raise Unavailable(message) from exc
+                raise TargetError(message) from exc
         return self._client
 
     def call(self, operation: str, fn: Callable[[Any], T], *, write: bool = False) -> T:
