@@ -48,10 +48,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from providers.base import RETRY_AFTER_MAX, ProviderConfig, retry_after
+from providers.base import RETRY_AFTER_MAX, ProviderConfig
 from syncd.duration import Duration
 from syncd.errors import SyncdError
 from syncd.registry import missing_modules
+from syncd.retry_after import retry_after
 
 log = logging.getLogger("syncd.providers.aws")
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import ClassVar, Generic, Literal, TypeVar
 
@@ -122,21 +120,6 @@ def json_field(text: str, key: str) -> bytes:
 #: asking for more ends the call at once (transient), so a throttling server can't hold a
 #: cycle for minutes. Every provider applies it; the daemon's own backoff tries again later.
 RETRY_AFTER_MAX = 10.0
-
-
-def retry_after(value: object) -> float | None:
-    """A ``Retry-After`` header in seconds (delay seconds or an HTTP date), or ``None`` when
-    absent or unreadable: it is server input, never trusted to be well formed."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text[:9])
-    try:
-        when = parsedate_to_datetime(text).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return max(0.0, when - time.time())
 
 
 @dataclass(frozen=True)

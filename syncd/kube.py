@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.errors import TargetError
+from syncd.retry_after import retry_after
 
 LIST_PAGE = 500
 #: (connect, read) seconds of one API request.
@@ -250,7 +251,11 @@ class KubeClient:
             raw = response.data
         except ApiException as exc:
             raise _error(
-                exc.status or 0, _text(exc.body), method, path, _retry_after(exc.headers)
+                exc.status or 0,
+                _text(exc.body),
+                method,
+                path,
+                retry_after((exc.headers or {}).get("Retry-After")),
             ) from exc
         except Exception as exc:  # any transport failure: the server was not reached
             # urllib3 names the whole URL, query and all, around its reason: keep the reason
@@ -390,15 +395,6 @@ def _text(raw: Any) -> str:
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     return "" if raw is None else str(raw)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """``Retry-After`` in seconds, as the API server sends it; None when absent or not a
-    number of seconds (then the doubling wait applies)."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return float(value.strip())
-    return None
 
 
 def _delay(exc: ApiError, attempt: int) -> float:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 
-from providers.base import RETRY_AFTER_MAX, retry_after
+from providers.base import RETRY_AFTER_MAX
+from syncd.retry_after import retry_after
 
 #: A timeout or a refused or dropped connection is retried this many times.
 TRANSPORT_RETRIES = 1

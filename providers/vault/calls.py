@@ -34,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from providers.base import RETRY_AFTER_MAX, retry_after
+from providers.base import RETRY_AFTER_MAX
+from syncd.retry_after import retry_after
 
 T = TypeVar("T")
 
