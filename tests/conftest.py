@@ -50,6 +50,7 @@ from typing import IO, Any, TypeVar
 import pytest
 from prometheus_client import generate_latest
 
+from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
 from syncd.errors import SyncdError
 from syncd.logs import QUIET_LOGGERS, formatter
@@ -64,6 +65,7 @@ __all__ = [
     "backend_env",
     "find_leaks",
     "new_value",
+    "run",
     "wait_until",
 ]
 
@@ -119,6 +121,16 @@ def canary() -> str:
     value = CANARY_PREFIX + secrets.token_hex(16)
     _register(value)
     return value
+
+
+def run(path: Path) -> CycleResult:
+    """One cycle of a fresh engine on the config at ``path`` (a new process would do the
+    same), closed afterwards."""
+    engine = Engine(load_config(path))
+    try:
+        return engine.run_cycle()
+    finally:
+        engine.close()
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:

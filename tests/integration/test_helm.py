@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from syncd.config import load_config
-from syncd.engine import Engine
-from tests.conftest import new_value
+from tests.conftest import new_value, run
 from tests.integration.kube_util import CHART, helm, token_kubeconfig
 
 pytestmark = pytest.mark.timeout(300)
@@ -232,11 +231,7 @@ def test_install_and_sync_with_the_charts_service_account(kube_env, api, tmp_pat
         )
         path = tmp_path / "syncd.yaml"
         path.write_text(yaml.safe_dump(config))
-        engine = Engine(load_config(path))
-        try:
-            result = engine.run_cycle()
-        finally:
-            engine.close()
+        result = run(path)
         assert result.ok, result.items
         assert core.read_namespaced_secret("api-key-v1", ns).immutable is True
         created = core.read_namespaced_secret("elsewhere-v1", other)
@@ -248,11 +243,7 @@ def test_install_and_sync_with_the_charts_service_account(kube_env, api, tmp_pat
         config["target"]["namespaces"] = [other, forbidden]
         config["secrets"][1]["namespace"] = forbidden
         path.write_text(yaml.safe_dump(config))
-        engine = Engine(load_config(path))
-        try:
-            denied = engine.run_cycle()
-        finally:
-            engine.close()
+        denied = run(path)
         assert "RBAC denied" in (denied.items[0].error or "")
     finally:
         helm(kube_env, "uninstall", "rel", "-n", ns)

@@ -31,10 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.config import load_config
-from syncd.engine import Engine
 from syncd.leader import LeaderElection
-from tests.conftest import new_value, wait_until
+from tests.conftest import new_value, run, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns: a fixture
     CHART,
     Proxy,
@@ -426,11 +424,7 @@ def test_four_releases_rotate_at_once_each_in_its_own_namespace(kube_env, api, t
             )
             path = tmp_path / "cross.yaml"
             path.write_text(yaml.safe_dump(config))
-            engine = Engine(load_config(path))
-            try:
-                denied = engine.run_cycle()
-            finally:
-                engine.close()
+            denied = run(path)
         finally:
             proxy.stop()
         assert "RBAC denied" in (denied.items[0].error or ""), denied.items

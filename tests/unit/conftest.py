@@ -12,7 +12,6 @@ import yaml
 
 from syncd import registry
 from syncd.config import Config, load_config
-from syncd.engine import CycleResult, Engine
 from tests.unit.memory_target import WORLDS, World
 
 Writer = Callable[..., Path]
@@ -60,12 +59,3 @@ def write_config(tmp_path: Path) -> Writer:
 
 def load(path: Path) -> Config:
     return load_config(path)
-
-
-def run(path: Path) -> CycleResult:
-    """One cycle of a fresh engine (a new process would do the same), closed afterwards."""
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()

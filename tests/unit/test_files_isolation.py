@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from syncd.targets.files import fsdir
-from tests.conftest import new_value
-from tests.unit.conftest import run
+from tests.conftest import new_value, run
 
 
 def binary_project(tmp_path: Path, values: dict[str, bytes], **target) -> Path:

@@ -20,8 +20,7 @@ from syncd.targets.base import TargetContext
 from syncd.targets.files import FilesTarget, FilesTargetConfig
 from syncd.targets.files.fsdir import UnsafeName, check_name
 from syncd.targets.files.settings import name_problem
-from tests.conftest import new_value
-from tests.unit.conftest import run
+from tests.conftest import new_value, run
 
 #: The class of bad names: traversal, absolute, separators, NUL, reserved, too long, not ASCII,
 #: control characters, dotfiles.

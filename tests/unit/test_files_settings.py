@@ -15,8 +15,7 @@ from syncd.cli import main
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.errors import ConfigError
-from tests.conftest import new_value
-from tests.unit.conftest import run
+from tests.conftest import new_value, run
 
 CONFIG = """\
 providers:

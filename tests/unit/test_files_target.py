@@ -13,15 +13,7 @@ import yaml
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.envfile import parse_env
-from tests.conftest import new_value
-
-
-def sync(path: Path):
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()
+from tests.conftest import new_value, run
 
 
 def set_values(path: Path, **values: str) -> None:
@@ -31,7 +23,7 @@ def set_values(path: Path, **values: str) -> None:
 def test_layout_modes_and_stable_path(write_config, tmp_path):
     value = new_value()
     path = write_config(values={"api": value})
-    assert sync(path).ok
+    assert run(path).ok
     out = tmp_path / "out"
     assert (out / "api").read_text() == value
     assert os.readlink(out / "api") == "..data/api"
@@ -44,9 +36,9 @@ def test_layout_modes_and_stable_path(write_config, tmp_path):
 
 def test_no_change_cycle_touches_nothing(write_config, tmp_path):
     path = write_config(values={"api": new_value()})
-    sync(path)
+    run(path)
     before = sorted(os.listdir(tmp_path / "out"))
-    result = sync(path)
+    result = run(path)
     assert result.target_writes == 0
     assert sorted(os.listdir(tmp_path / "out")) == before
 
@@ -58,7 +50,7 @@ def test_mode_owner_and_group(write_config, tmp_path):
         values={"api": new_value()},
         target={"type": "files", "directory": "out", "mode": "0440", "owner": 1234, "group": 4321},
     )
-    sync(path)
+    run(path)
     st = os.stat(tmp_path / "out" / "api")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o440, 1234, 4321)
 
@@ -85,7 +77,7 @@ def test_bundles_as_folder_and_rendered_env(write_config, tmp_path):
             },
         ],
     )
-    assert sync(path).ok
+    assert run(path).ok
     out = tmp_path / "out"
     assert (out / "dir" / "A").read_text() == a
     assert (out / "dir" / "B").read_text() == b
@@ -103,7 +95,7 @@ def test_env_and_yaml_outputs_for_compose(write_config, tmp_path):
             "yaml_file": "user_keys.yaml",
         },
     )
-    assert sync(path).ok
+    assert run(path).ok
     out = tmp_path / "out"
     assert parse_env((out / ".env").read_text()) == {"OPENAI_API_KEY": o, "ANTHROPIC_API_KEY": k}
     assert yaml.safe_load((out / "user_keys.yaml").read_text()) == {
@@ -115,7 +107,7 @@ def test_env_and_yaml_outputs_for_compose(write_config, tmp_path):
 def test_atomic_swap_under_concurrent_reader(write_config, tmp_path):
     """A reader of out/<name> never sees a missing, empty or half-written file."""
     path = write_config(values={"api": "v0000-" + "x" * 4000})
-    sync(path)
+    run(path)
     target = tmp_path / "out" / "api"
     stop = threading.Event()
     seen: list[int] = []
@@ -138,7 +130,7 @@ def test_atomic_swap_under_concurrent_reader(write_config, tmp_path):
     try:
         for n in range(1, 41):
             set_values(path, api=f"v{n:04d}-" + "x" * 4000)
-            assert sync(path).ok
+            assert run(path).ok
     finally:
         stop.set()
         thread.join()
@@ -154,7 +146,7 @@ def test_history_keeps_previous_generations(write_config, tmp_path):
     )
     for _ in range(5):
         set_values(path, api=new_value())
-        sync(path)
+        run(path)
     gens = [n for n in os.listdir(tmp_path / "out") if n.startswith("..20")]
     assert len(gens) == 3
 
@@ -163,12 +155,12 @@ def test_crash_leftovers_are_repaired(write_config, tmp_path):
     """Invariant 6: a temp folder from a crashed run and a missing link are fixed next cycle."""
     value = new_value()
     path = write_config(values={"api": value})
-    sync(path)
+    run(path)
     out = tmp_path / "out"
     (out / "..tmp-crashed").mkdir()
     (out / "..tmp-crashed" / "api").write_text("half")
     os.unlink(out / "api")
-    result = sync(path)
+    result = run(path)
     assert result.ok
     assert not (out / "..tmp-crashed").exists()
     assert (out / "api").read_text() == value
@@ -179,7 +171,7 @@ def test_crash_before_data_swap_keeps_old_set_and_next_run_finishes(
 ):
     old, new = new_value(), new_value()
     path = write_config(values={"api": old})
-    sync(path)
+    run(path)
     set_values(path, api=new)
     real_rename = os.rename
 
@@ -193,19 +185,19 @@ def test_crash_before_data_swap_keeps_old_set_and_next_run_finishes(
 
     monkeypatch.setattr(os, "rename", crashing_rename)
     with pytest.raises(Crash):
-        sync(path)
+        run(path)
     monkeypatch.setattr(os, "rename", real_rename)
     assert (tmp_path / "out" / "api").read_text() == old
-    assert sync(path).ok
+    assert run(path).ok
     assert (tmp_path / "out" / "api").read_text() == new
-    assert sync(path).target_writes == 0
+    assert run(path).target_writes == 0
 
 
 def test_unmanaged_file_is_never_overwritten(write_config, tmp_path):
     path = write_config(values={"api": new_value()})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "api").write_text("precious")
-    result = sync(path)
+    result = run(path)
     assert not result.ok
     assert "not managed by syncd" in (result.items[0].error or "")
     assert (tmp_path / "out" / "api").read_text() == "precious"
@@ -218,19 +210,19 @@ def test_an_unmanaged_env_file_is_never_overwritten(write_config, tmp_path):
     )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / ".env").write_text("precious")
-    result = sync(path)
+    result = run(path)
     assert not result.ok and "out/.env exists and is not managed" in (result.items[0].error or "")
     assert (tmp_path / "out" / ".env").read_text() == "precious"
     (tmp_path / "out" / ".env").unlink()
-    assert sync(path).ok
+    assert run(path).ok
 
 
 def test_failed_secret_keeps_its_previous_file(write_config, tmp_path):
     a, b = new_value(), new_value()
     path = write_config(values={"a": a, "b": b})
-    sync(path)
+    run(path)
     set_values(path, b=new_value())  # "a" disappears from the source
-    result = sync(path)
+    result = run(path)
     assert not result.ok
     assert (tmp_path / "out" / "a").read_text() == a
     assert (tmp_path / "out" / "b").read_text() != b
@@ -248,9 +240,9 @@ def test_data_link_left_on_a_removed_generation_is_repaired(write_config, tmp_pa
     path = write_config(
         values={"api": old}, target={"type": "files", "directory": "out", "history": 2}
     )
-    assert sync(path).ok
+    assert run(path).ok
     set_values(path, api=new)
-    assert sync(path).ok
+    assert run(path).ok
     out = tmp_path / "out"
     shutil.rmtree(out / os.readlink(out / "..data"))
     engine = Engine(load_config(path))
@@ -260,10 +252,10 @@ def test_data_link_left_on_a_removed_generation_is_repaired(write_config, tmp_pa
         assert not engine.run_cycle(dry_run=True).ok
     finally:
         engine.close()
-    result = sync(path)
+    result = run(path)
     assert result.ok and [i.action for i in result.items] == ["update"]
     assert (out / "api").read_text() == new
-    assert sync(path).target_writes == 0
+    assert run(path).target_writes == 0
 
 
 def test_a_data_link_with_no_generation_left_is_removed_and_rewritten(write_config, tmp_path):
@@ -272,7 +264,7 @@ def test_a_data_link_with_no_generation_left_is_removed_and_rewritten(write_conf
     out = tmp_path / "out"
     out.mkdir()
     (out / "..data").symlink_to("..2020_01_01_00_00_00.000000")
-    result = sync(path)
+    result = run(path)
     assert result.ok and (out / "api").read_text() == value
 
 
@@ -298,7 +290,7 @@ def test_the_local_example_runs_as_the_readme_says(tmp_path):
     example = ROOT / "config" / "examples" / "local"
     for name in ("syncd.yaml", "user_keys.yaml"):
         shutil.copy(example / name, tmp_path / name)
-    assert sync(tmp_path / "syncd.yaml").ok
+    assert run(tmp_path / "syncd.yaml").ok
     keys = yaml.safe_load((tmp_path / "user_keys.yaml").read_text())
     assert (tmp_path / "out" / "openai_api_key").read_text() == keys["openai_api_key"]
-    assert sync(tmp_path / "syncd.yaml").target_writes == 0
+    assert run(tmp_path / "syncd.yaml").target_writes == 0

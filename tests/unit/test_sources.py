@@ -10,15 +10,7 @@ import yaml
 from syncd.config import load_config, style_key
 from syncd.engine import Engine
 from syncd.envfile import parse_env
-from tests.conftest import new_value
-
-
-def sync(path):
-    engine = Engine(load_config(path))
-    try:
-        return engine.run_cycle()
-    finally:
-        engine.close()
+from tests.conftest import new_value, run
 
 
 @pytest.mark.parametrize(
@@ -70,7 +62,7 @@ def test_data_from_as_one_rendered_blob_for_swarm(write_config, tmp_path):
         values=values,
         secrets=[{"name": "pmoves-secrets", "data_from": {"provider": "local"}, "format": "yaml"}],
     )
-    assert sync(path).ok
+    assert run(path).ok
     assert yaml.safe_load((tmp_path / "out" / "pmoves-secrets").read_text()) == values
 
 
@@ -87,7 +79,7 @@ def test_upper_style_env_render(write_config, tmp_path):
             }
         ],
     )
-    assert sync(path).ok
+    assert run(path).ok
     assert parse_env((tmp_path / "out" / "app.env").read_text()) == {
         "OPENAI_API_KEY": values["openai_api_key"]
     }
@@ -103,7 +95,7 @@ def test_whole_file_reference_like_from_file(write_config, tmp_path):
     doc = yaml.safe_load(path.read_text())
     doc["providers"] = {"chit": {"type": "file", "path": "secrets.chit"}}
     path.write_text(yaml.safe_dump(doc))
-    assert sync(path).ok
+    assert run(path).ok
     assert (tmp_path / "out" / "pmoves" / "secrets.chit").read_text() == packet
 
 
@@ -115,7 +107,7 @@ def test_two_keys_mapping_to_one_name_is_an_error_and_writes_nothing(write_confi
     doc = yaml.safe_load(path.read_text())
     doc["providers"] = {"dotenv": {"type": "file", "path": ".env"}}
     path.write_text(yaml.safe_dump(doc))
-    result = sync(path)
+    result = run(path)
     assert not result.ok
     assert "keys 'API_KEY' and 'api-key' both become 'api_key'" in (result.items[0].error or "")
     assert not (tmp_path / "out").exists()
@@ -127,7 +119,7 @@ def test_env_parse_error_in_data_from_names_file_and_line(write_config, tmp_path
     doc = yaml.safe_load(path.read_text())
     doc["providers"] = {"dotenv": {"type": "file", "path": ".env"}}
     path.write_text(yaml.safe_dump(doc))
-    result = sync(path)
+    result = run(path)
     error = result.items[0].error or ""
     assert f"{tmp_path / '.env'}: line 2: expected KEY=VALUE" in error
     assert canary not in error

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from syncd.config import load_config
-from syncd.engine import Engine
-from tests.conftest import new_value
+from tests.conftest import new_value, run
 
 
 def _free_port() -> int:
@@ -52,11 +50,7 @@ def test_a_target_not_there_yet_is_a_transient_failure(tmp_path: Path, kind: str
         "secrets": [{"name": "db", "from": {"provider": "local", "key": "db"}}],
     }
     (tmp_path / "syncd.yaml").write_text(yaml.safe_dump(config))
-    engine = Engine(load_config(tmp_path / "syncd.yaml"))
-    try:
-        doc = engine.run_cycle().to_json()
-    finally:
-        engine.close()
+    doc = run(tmp_path / "syncd.yaml").to_json()
     (item,) = doc["secrets"]
     assert (item["action"], item["error_kind"], item["transient"]) == ("error", "target", True)
     assert item["error"].startswith("target unavailable: ") and where in item["error"]
