@@ -405,9 +405,7 @@ def _delay(exc: ApiError, attempt: int) -> float:
     return RETRY_BASE * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.0)  # noqa: S311
 
 
-def _error(
-    status: int, text: str, method: str, path: str, retry_after: float | None = None
-) -> ApiError:
+def _error(status: int, text: str, method: str, path: str, wait: float | None = None) -> ApiError:
     reason, message = "", text[:300]
     try:
         doc = json.loads(text)
@@ -417,6 +415,4 @@ def _error(
         pass
     if status == 403:
         message = f"RBAC denied {method} {path}: {message}"
-    return ApiError(
-        status, reason, f"Kubernetes API {status} {reason}: {message}".strip(), retry_after
-    )
+    return ApiError(status, reason, f"Kubernetes API {status} {reason}: {message}".strip(), wait)
