@@ -10,6 +10,8 @@
 # pinned module changes go.sum, so it gets a new directory and a rebuild; an unchanged pin
 # starts from the cache in seconds. kwok plays the kubelets of two fake nodes, so pods get scheduled (by the
 # real scheduler), become Ready and Deployments/StatefulSets/DaemonSets roll out for real.
+# kwok's stages are its defaults plus every tools/kube/stages/*.yaml (e.g. pods that never become
+# Ready), put together at every start: a stage edit needs a restart (`down`, `up`), no rebuild.
 # Every start gets a fresh CA, certificates, service-account key and an empty etcd.
 # See docs/testing-kubernetes.md.
 set -euo pipefail
@@ -25,6 +27,7 @@ release="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$mod/go.mod")"
 pin="$(sha256sum <"$mod/go.sum" | cut -c1-12)"
 bin="$kube_cache/$release-$pin/bin"
 run="$SYNCD_RUN_DIR/kubernetes"
+stages_dir="$mod/stages"
 envf="$SYNCD_RUN_DIR/kubernetes.env"
 procs=(kube-kwok kube-scheduler kube-controller-manager kube-apiserver kube-etcd)
 nodes=(kwok-node-0 kwok-node-1)
@@ -102,6 +105,20 @@ build() {
   done
   mv "$bin/.kwok-stages.tmp" "$bin/kwok-stages.yaml"
   log "build finished in $((SECONDS - t0))s"
+}
+
+# stages: print the Stage objects kwok runs with: the defaults `build` copied from the kwok module,
+# then the repo's own, tools/kube/stages/*.yaml in name order. Read at every start, so a repo
+# stage takes effect on the next `up` while the cached defaults stay as built.
+stages() {
+  local f
+  echo "# Made by scripts/backends.d/kubernetes.sh: $bin/kwok-stages.yaml + $stages_dir/*.yaml"
+  cat "$bin/kwok-stages.yaml"
+  for f in "$stages_dir"/*.yaml; do
+    [ -e "$f" ] || continue
+    # A trailing newline of our own: a file that lacks one would swallow the next `---`.
+    { echo "---"; echo "# $f"; cat "$f"; echo; }
+  done
 }
 
 # cert NAME SUBJECT EXTENSIONS: an EC key and a certificate for it signed by the run's CA.
@@ -218,6 +235,10 @@ up() {
   if all_running; then
     write_env
     log "already running on https://127.0.0.1:$api_port"
+    # kwok reads its stages once, at start; a running cluster isn't disturbed for an edit.
+    if ! stages | cmp -s - "$run/kwok-stages.yaml"; then
+      log "kwok runs with older stages than $stages_dir/*.yaml; \`scripts/backends down kubernetes\` and \`up\` to load them"
+    fi
     return 0
   fi
   down
@@ -232,6 +253,7 @@ up() {
   cm_port="$(free_port)"
   sched_port="$(free_port)"
   echo "$api_port" >"$run/api.port"
+  stages >"$run/kwok-stages.yaml"
 
   # Tests only: no fsync, so a busy shared disk doesn't stall the API server.
   start_bg kube-etcd "$run/etcd.log" "$bin/etcd" --name=default --data-dir="$run/etcd" \
@@ -274,7 +296,7 @@ up() {
     --leader-elect=false --profiling=false --v=1
   # Pod IPs and node addresses are loopback values: nothing can route to a fake pod by mistake.
   start_bg kube-kwok "$run/kwok.log" "$bin/kwok" \
-    --kubeconfig="$run/kwok.kubeconfig" --config="$bin/kwok-stages.yaml" \
+    --kubeconfig="$run/kwok.kubeconfig" --config="$run/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr=127.240.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
 
