@@ -38,6 +38,14 @@ _SYMBOL = {
     "unchanged": "=",
     "error": "!",
 }
+#: A swap that didn't simply converge has its own symbol in the plan.
+_OUTCOME_SYMBOL = {
+    "rolled-back": "<",
+    "rolling-back": "<",
+    "held": "#",
+    "waiting-window": "@",
+    "settled": "&",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="text", choices=["text", "json"], help="--once output")
     parser.add_argument("--secret", action="append", metavar="NAME", help="only these secrets")
+    parser.add_argument(
+        "--ignore-window",
+        action="store_true",
+        help="with --once: repoint consumers even outside their rotation window",
+    )
     parser.add_argument(
         "--listen",
         metavar="HOST:PORT",
@@ -190,6 +203,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 ("--dry-run", args.dry_run),
                 ("--output", args.output != "text"),
                 ("--secret", bool(args.secret)),
+                ("--ignore-window", args.ignore_window),
             )
             if given
         ]
@@ -200,7 +214,13 @@ def _main(argv: Sequence[str] | None) -> int:
         print("syncd: --listen is for the daemon; it doesn't apply with --once", file=sys.stderr)
         return EXIT_USAGE
     if args.once:
-        return cmd_once(config, dry_run=args.dry_run, output=args.output, names=args.secret)
+        return cmd_once(
+            config,
+            dry_run=args.dry_run,
+            output=args.output,
+            names=args.secret,
+            ignore_window=args.ignore_window,
+        )
     return cmd_daemon(args.config, listen=args.listen)
 
 
@@ -320,7 +340,14 @@ def env_var_name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).upper()
 
 
-def cmd_once(config: Config, *, dry_run: bool, output: str, names: list[str] | None) -> int:
+def cmd_once(
+    config: Config,
+    *,
+    dry_run: bool,
+    output: str,
+    names: list[str] | None,
+    ignore_window: bool = False,
+) -> int:
     """Run one cycle and report it."""
     from syncd.engine import Engine
 
@@ -330,7 +357,7 @@ def cmd_once(config: Config, *, dry_run: bool, output: str, names: list[str] | N
         return EXIT_ERROR
     engine = Engine(config)
     try:
-        result = engine.run_cycle(dry_run=dry_run, names=names)
+        result = engine.run_cycle(dry_run=dry_run, names=names, ignore_window=ignore_window)
     finally:
         engine.close()
     _report(result, output=output)
@@ -350,8 +377,13 @@ def _report(result: CycleResult, *, output: str) -> None:
         return
     verb = "would " if result.dry_run else ""
     for item in result.items:
-        line = f"{_SYMBOL[item.action]} {shown(item.name)}: "
-        if item.action == "error":
+        symbol = _OUTCOME_SYMBOL.get(item.outcome or "", _SYMBOL[item.action])
+        line = f"{symbol} {shown(item.name)}: "
+        if item.outcome in ("rolled-back", "rolling-back", "held"):
+            line += f"v{item.failed_version} {item.outcome}" + (
+                f" (serving v{item.version})" if item.version else ""
+            )
+        elif item.action == "error":
             line += "failed" + (f" (serving v{item.version})" if item.version else "")
         else:
             line += "unchanged" if item.action == "unchanged" else f"{verb}{item.action}"
@@ -363,6 +395,10 @@ def _report(result: CycleResult, *, output: str) -> None:
             line += f" (consumers: {', '.join(item.consumers)})"
         if item.deleted:
             line += f" (deleted: {', '.join(item.deleted)})"
+        if item.outcome == "waiting-window":
+            line += f" (waiting for window until {item.until})"
+        elif item.outcome == "rolling-back" and item.until:
+            line += f" (retrying at {item.until})"
         print(line)
         for note in item.notes:
             print(f"    note: {note}")

@@ -37,9 +37,17 @@ from syncd.duration import Duration, Share
 from syncd.errors import ConfigError, ConfigIssue
 from syncd.registry import PluginError, provider_class, target_class
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig
+from syncd.window import Window
 
 _INSTANCE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_INSTANCE = 40
+
+
+OnFailure = Literal["rollback", "hold"]
+#: ``settle`` for a secret in a ``group`` that says nothing else.
+GROUP_SETTLE = 10.0
+#: No secret waits longer than this for related edits (a cycle holds the target meanwhile).
+MAX_SETTLE = 300.0
 
 
 class _Strict(BaseModel):
@@ -61,6 +69,23 @@ class Defaults(_Strict):
         description="for_each/data_from: the largest share of its keys a source may lose in one "
         "cycle; a listing that lost more (or came back empty) is an error and nothing is pruned. "
         "1 allows any shrink, even to nothing.",
+    )
+    on_failure: OnFailure = Field(
+        "rollback",
+        description="When consumers don't converge on a new version within 'timeout': "
+        "rollback (repoint them to the previous version and never try the failed one again) "
+        "or hold (leave them as they are and report).",
+    )
+    window: Window | None = Field(
+        None,
+        description="When consumers may be restarted; outside it new versions are created "
+        "but consumers are not repointed (default: always).",
+    )
+    settle: Duration | None = Field(
+        None,
+        le=MAX_SETTLE,
+        description="How long to wait after a secret's first upstream change for related "
+        "edits before swapping (default: 0, or 10s for a secret in a group).",
     )
 
 
@@ -192,6 +217,15 @@ class SecretSpec(_Strict, Generic[RefT]):
         description="versioned: new immutable <name>-v<N> per change, consumers repointed. "
         "in-place: one stable object updated, consumers restarted (Kubernetes).",
     )
+    on_failure: OnFailure | None = None
+    window: Window | None = None
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$",
+        description="Secrets that change together upstream (a user and its password): their "
+        "edits settle together and every consumer of the group is swapped in one update.",
+    )
+    settle: Duration | None = Field(None, le=MAX_SETTLE)
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec[RefT]:
@@ -278,11 +312,21 @@ class Secret:
     keep: int
     timeout: float
     max_shrink: float
+    on_failure: OnFailure = "rollback"
+    window: Window | None = None
+    #: the group's name; a secret without one is a group of its own
+    group: str | None = None
+    settle: float = 0.0
 
     @property
     def name(self) -> str:
         """The logical name."""
         return self.spec.name
+
+    @property
+    def cutover(self) -> str:
+        """The set this secret is swapped with: its group, or itself alone."""
+        return f"group {self.group}" if self.group else self.name
 
     @property
     def single(self) -> bool:
@@ -446,13 +490,44 @@ def _validate_secrets(
                     max_shrink=(
                         spec.max_shrink if spec.max_shrink is not None else defaults.max_shrink
                     ),
+                    on_failure=spec.on_failure or defaults.on_failure,
+                    window=spec.window if spec.window is not None else defaults.window,
+                    group=spec.group,
+                    settle=_settle(spec, defaults),
                 )
             )
+    _check_groups(reader, secrets, seen)
     if target is not None:
         placed = [(seen[s.name], s.spec) for s in secrets]
         for index, problem in target[0].validate_set([spec for _, spec in placed], target[1]):
             reader.issue(("secrets", placed[index][0]), problem)
     return secrets
+
+
+def _settle(spec: SecretSpec[Any], defaults: Defaults) -> float:
+    if spec.settle is not None:
+        return spec.settle
+    if defaults.settle is not None:
+        return defaults.settle
+    return GROUP_SETTLE if spec.group else 0.0
+
+
+def _check_groups(reader: Reader, secrets: Sequence[Secret], seen: dict[str, int]) -> None:
+    """The secrets of one group are swapped as one: they must agree on when and how."""
+    first: dict[str, Secret] = {}
+    for secret in secrets:
+        if secret.group is None:
+            continue
+        leader = first.setdefault(secret.group, secret)
+        for field_name in ("window", "on_failure", "settle", "timeout"):
+            mine, theirs = getattr(secret, field_name), getattr(leader, field_name)
+            if mine != theirs:
+                reader.issue(
+                    ("secrets", seen[secret.name], field_name),
+                    f"group {secret.group!r}: {field_name} differs from secret "
+                    f"{leader.name!r} (secrets[{seen[leader.name]}]); the secrets of a group "
+                    "are swapped together and must agree on it",
+                )
 
 
 def _resolve_ref(

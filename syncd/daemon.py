@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -26,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +35,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from syncd.backoff import backoff_delay
 from syncd.config import Config, load_config
 from syncd.display import shown
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.metrics import Metrics
+from syncd.model import PlanItem
 
 if TYPE_CHECKING:
     from syncd.leader import LeaderElector
@@ -61,6 +62,15 @@ class Health:
     running_since: float | None = None
     #: why the last reload was refused (the previous config keeps running)
     reload_failed: str | None = None
+    #: secret -> (outcome, until) of swaps that didn't simply converge
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def outcome_lines(self) -> list[str]:
+        """One line per secret waiting for a window or with a failed version."""
+        return [
+            f"{name}: {outcome}" + (f" until {until}" if until else "")
+            for name, (outcome, until) in sorted(self.outcomes.items())
+        ]
 
     def stalled(self, *, now: float, margin: float, jitter: float) -> str | None:
         """Why the loop is stalled, or None: a group is overdue by more than ``margin``."""
@@ -153,10 +163,18 @@ class Daemon:
         return tuple(stats)
 
     def groups(self) -> dict[float, list[str]]:
-        """Secret names by refresh interval."""
+        """Secret names by refresh interval; the secrets of a ``group:`` all run with the
+        shortest refresh among them, so a cut-over group is always planned as one."""
+        shortest: dict[str, float] = {}
+        for secret in self.config.secrets:
+            if secret.group:
+                shortest[secret.group] = min(
+                    secret.refresh, shortest.get(secret.group, secret.refresh)
+                )
         grouped: dict[float, list[str]] = defaultdict(list)
         for secret in self.config.secrets:
-            grouped[secret.refresh].append(secret.name)
+            interval = shortest[secret.group] if secret.group else secret.refresh
+            grouped[interval].append(secret.name)
         return dict(grouped)
 
     def schedule(self) -> None:
@@ -202,19 +220,35 @@ class Daemon:
         if interval is not None:
             self.health.intervals[interval] = end
             self._forget_series(interval, {i.name for i in result.items})
-        failed = []
+        failed: list[str] = []
         for item in result.items:
+            self._note_outcome(item)
             if item.error:
                 log.error("%s: %s", shown(item.name), item.error)
                 self.health.failing_since.setdefault(item.name, end)
-                failed.append(item.name)
+                if item.outcome in ("rolled-back", "held"):
+                    continue  # final until the upstream value changes: the refresh sees that
+                if item.until:
+                    self._schedule_retry(item.name, at=item.until)
+                else:
+                    failed.append(item.name)
             else:
                 if item.action != "unchanged":
                     log.info("%s: %s v%s", shown(item.name), item.action, item.version)
                 self.health.failing_since.pop(item.name, None)
                 self._failures.pop(item.name, None)
+                if item.outcome == "waiting-window" and item.until:
+                    self._schedule_retry(item.name, at=item.until)
         for name in failed:
             self._schedule_retry(name)
+
+    def _note_outcome(self, item: PlanItem) -> None:
+        """Keep what ``/readyz`` says besides failures: who waits for a window, and which
+        versions failed."""
+        if item.outcome in ("waiting-window", "rolled-back", "held", "rolling-back"):
+            self.health.outcomes[item.name] = (item.outcome, item.until)
+        else:
+            self.health.outcomes.pop(item.name, None)
 
     def _forget_series(self, interval: float, reported: set[str]) -> None:
         """Drop the metric series of secrets no group reports any more, once every group of
@@ -231,20 +265,23 @@ class Daemon:
         self._series = alive
 
     def backoff(self, name: str) -> float:
-        """Exponential, capped, jittered delay for the next retry of ``name``."""
+        """The retry schedule's delay before the next retry of ``name``."""
         self._failures[name] += 1
         settings = self.config.daemon
-        exponent = self._failures[name] - 1
-        delay: float = min(settings.backoff_max, settings.backoff_min * 2.0**exponent)
-        return delay * random.uniform(0.8, 1.0)  # noqa: S311 - jitter, not crypto
+        return backoff_delay(self._failures[name], settings.backoff_min, settings.backoff_max)
 
-    def _schedule_retry(self, name: str) -> None:
-        delay = self.backoff(name)
-        log.info("retrying %s in %.1fs", shown(name), delay)
+    def _schedule_retry(self, name: str, *, at: str | None = None) -> None:
+        """Run ``name`` again: on the retry schedule, or at ``at`` (a window opening, a
+        rollback's next attempt stored in the target)."""
+        when = _parse_time(at) if at else None
+        if when is None:
+            delay = self.backoff(name)
+            when = datetime.now().astimezone() + timedelta(seconds=delay)
+        log.info("running %s again at %s", shown(name), when.isoformat(timespec="seconds"))
         self.scheduler.add_job(
             self.run_group,
             "date",
-            run_date=datetime.now().astimezone() + timedelta(seconds=delay),
+            run_date=when,
             args=[None, [name]],
             id=f"retry:{name}",
             replace_existing=True,
@@ -388,6 +425,15 @@ class Daemon:
 _TEXT = "text/plain; charset=utf-8"
 
 
+def _parse_time(text: str) -> datetime | None:
+    """A ``YYYY-MM-DDTHH:MM:SSZ`` time from the engine, a second late (so it is due)."""
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return moment + timedelta(seconds=1)
+
+
 def _identity() -> str:
     """Who holds the lease: the pod name in Kubernetes, else host and pid."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -413,6 +459,8 @@ def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
             elif path in ("/healthz", "/readyz"):
                 problem = daemon.healthz() if path == "/healthz" else daemon.readyz()
                 text = f"{problem}\n" if problem else "ok\n"
+                if path == "/readyz":
+                    text += "".join(f"{line}\n" for line in daemon.health.outcome_lines())
                 self._send(503 if problem else 200, text.encode(), _TEXT, body=body)
             else:
                 self._send(404, b"not found\n", _TEXT, body=body)

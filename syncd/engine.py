@@ -43,7 +43,7 @@ from syncd.render import (
     source_parts,
     source_reference,
 )
-from syncd.swap import Swap
+from syncd.swap import Swap, parse_stamp, report, stamp
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
 from syncd.work import Work, describe, failed_item, is_transient, stale_consumers
 
@@ -84,6 +84,9 @@ class CycleResult:
                     "error_kind": i.error_kind,
                     "transient": i.transient,
                     "notes": i.notes,
+                    "outcome": i.outcome,
+                    "until": i.until,
+                    "failed_version": i.failed_version,
                 }
                 for i in self.items
             ],
@@ -142,7 +145,14 @@ class Engine:
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
-        self.swap = Swap(self.target, clock=clock)
+        self.swap = Swap(
+            self.target, schedule=(config.daemon.backoff_min, config.daemon.backoff_max)
+        )
+        #: wall time, for rotation windows and retry times stored in the target
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        #: how a settling cut-over waits (tests replace it)
+        self.sleep: Callable[[float], None] = time.sleep
+        self._ignore_window = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,15 +207,19 @@ class Engine:
         dry_run: bool = False,
         names: Iterable[str] | None = None,
         prune: bool | None = None,
+        ignore_window: bool = False,
     ) -> CycleResult:
         """Plan and (unless ``dry_run``) apply one reconcile pass.
 
         ``prune`` (default: when no ``names`` limit the pass) also deletes managed secrets
         that left the config, when the config says ``prune: true``; it lists every
         ``for_each`` source of the config for that, not only the ones of ``names``.
+        ``names`` grows to whole groups: a group's secrets are always swapped together.
+        ``ignore_window`` repoints consumers outside their rotation window.
         """
-        wanted = set(names) if names is not None else None
+        wanted = self._with_groups(set(names)) if names is not None else None
         secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        self._ignore_window = ignore_window
         prune = (wanted is None if prune is None else prune) and self.config.prune
         before = self.calls.total(TARGET_COUNTER)
         try:
@@ -221,6 +235,11 @@ class Engine:
             target_writes=self.calls.total(TARGET_COUNTER) - before,
             dry_run=dry_run,
         )
+
+    def _with_groups(self, names: set[str]) -> set[str]:
+        """``names`` and every secret that shares a group with one of them."""
+        groups = {s.group for s in self.config.secrets if s.name in names and s.group}
+        return names | {s.name for s in self.config.secrets if s.group in groups}
 
     def _locked_cycle(self, secrets: Sequence[Secret], *, prune: bool) -> list[PlanItem]:
         """A writing cycle: hold the target, repair leftovers, then plan and apply."""
@@ -309,7 +328,15 @@ class Engine:
             list(versions),
             template=expansion.templates.get(secret.name),
         )
-        work.current = work.versions[-1] if work.versions else None
+        latest = work.versions[-1] if work.versions else None
+        if latest is not None and latest.failed:
+            # consumers run (or go back to) the newest version before the failed one
+            work.failed = latest
+            healthy = [v for v in work.versions if not v.failed]
+            work.current = healthy[-1] if healthy else None
+            work.item.failed_version = latest.version
+        else:
+            work.current = latest
         work.item.version = work.current.version if work.current else None
         return work
 
@@ -447,7 +474,7 @@ class Engine:
             if not listed:
                 work.fail(f"{where}: the source holds no keys", "input")
                 continue
-            before = source_keys(work.current.source) if work.current else set()
+            before = source_keys(work.latest.source) if work.latest else set()
             shrunk = _lost_too_much(where, before, set(listed), work.secret.max_shrink)
             if shrunk is not None:
                 work.fail(shrunk, "input")
@@ -474,6 +501,7 @@ class Engine:
             return expansion.errors + [w.item for w in works]
 
         self._plan_values(works, key)
+        works = self._settle(works, key, existing, expansion, dry_run=dry_run)
         self._plan_consumers(works)
         orphans = self._orphans(existing, secrets, expansion) if prune else {}
         items = (
@@ -489,6 +517,62 @@ class Engine:
         self._store_key(key, works)
         self.swap.apply(works, orphans=orphans, items=items)
         return items
+
+    # ------------------------------------------------------------------ settle
+
+    def _settle(
+        self,
+        works: list[Work],
+        key: bytes,
+        existing: Mapping[str, list[VersionInfo]],
+        expansion: Expansion,
+        *,
+        dry_run: bool,
+    ) -> list[Work]:
+        """Secrets with ``settle`` (every group has it) that changed wait that long once,
+        then are planned again, so edits made upstream a few seconds apart (a user, then its
+        password) land in the same versions and the same consumer updates."""
+        by_set: dict[str, list[Work]] = defaultdict(list)
+        for work in works:
+            if work.secret.settle > 0:
+                by_set[work.secret.cutover].append(work)
+        changed = {
+            name: members
+            for name, members in by_set.items()
+            if any(w.new is not None and w.item.error is None for w in members)
+        }
+        if not changed:
+            return works
+        wait = max(w.secret.settle for members in changed.values() for w in members)
+        settled = {w.secret.name for members in changed.values() for w in members}
+        if dry_run:
+            for work in works:
+                if work.secret.name in settled and work.new is not None:
+                    work.item.outcome = "settled"
+                    work.item.notes.append(
+                        f"a real run waits {wait:g}s for related edits ({work.secret.cutover}) "
+                        "before swapping"
+                    )
+            return works
+        log.info(
+            "%s changed; waiting %gs for related edits to settle", ", ".join(sorted(changed)), wait
+        )
+        self.sleep(wait)
+        originals = {s.name: s for s in expansion.secrets}
+        fresh = [
+            self._work(originals[w.secret.name], existing.get(w.secret.name, []), expansion)
+            for w in works
+            if w.secret.name in settled
+        ]
+        self._plan_values(fresh, key)
+        by_name = {w.secret.name: w for w in fresh}
+        for work in fresh:
+            if work.item.error is None and work.new is not None:
+                work.item.outcome = "settled"
+                work.item.notes.append(
+                    f"settled {wait:g}s with {work.secret.cutover} before swapping"
+                )
+        return [by_name.get(w.secret.name, w) for w in works]
 
     # ------------------------------------------------------------------ steps
 
@@ -571,11 +655,12 @@ class Engine:
         if work.item.error is not None:
             return False
         source = self._source(work, work.tokens)
-        if source is None or work.current is None:
+        latest = work.latest
+        if source is None or latest is None:
             return True
-        if source == work.current.source:
+        if source == latest.source:
             return False
-        return self._seen.get(work.secret.name) != (source, work.current.fingerprint)
+        return self._seen.get(work.secret.name) != (source, latest.fingerprint)
 
     def _fetch_changed(self, works: Sequence[Work]) -> None:
         todo = [w for w in works if self._needs_fetch(w)]
@@ -609,10 +694,10 @@ class Engine:
             settings = self._settings(work)
             fingerprint = bundle_fingerprint(key, data, settings)
             keys = key_fingerprints(key, data)
-            current = work.current
+            current = work.latest
             if current is not None and current.fingerprint == fingerprint:
                 self._seen[secret.name] = (source, fingerprint)
-                if source and source != current.source:
+                if source and source != current.source and work.failed is None:
                     work.resourced = source
                 continue
             work.item.action = "update" if current else "create"
@@ -660,28 +745,74 @@ class Engine:
                 if c.missing
             )
             work.consumers = [c for c in result if not c.missing]
-            stale = stale_consumers(work)
-            work.item.consumers = sorted(c.label for c in stale)
-            if work.new is None and not stale:
-                self._report_unconverged(work)
-            if stale and work.new is None:
-                wait = self.swap.retry_in(work.secret.name)
-                if wait is not None:
-                    work.fail(f"swap failed earlier; retrying in {int(wait)}s", "convergence")
-                else:
-                    work.item.action = "repoint"
-                    for consumer in stale:
-                        if consumer.refs.get(work.secret.name):
-                            log.warning(
-                                "%s references an old version of %s; repointing it",
-                                consumer.label,
-                                work.secret.name,
-                            )
+            self._plan_swap(work)
+        self._plan_groups(works)
 
-    @staticmethod
-    def _report_unconverged(work: Work) -> None:
+    def _plan_swap(self, work: Work) -> None:
+        """What this cycle does with the secret's consumers: repoint them, finish a
+        rollback, wait for the window, or report a failed version."""
+        stale = stale_consumers(work)
+        work.item.consumers = sorted(c.label for c in stale)
+        if work.new is None and work.failed is not None and work.failed.rollout is not None:
+            self._plan_failed(work, bool(stale))
+            return
+        if not stale:
+            if work.new is None:
+                self._plan_unconverged(work)
+            return
+        if self._outside_window(work) or work.new is not None:
+            return
+        work.item.action = "repoint"
+        for consumer in stale:
+            if consumer.refs.get(work.secret.name):
+                log.warning(
+                    "%s references an old version of %s; repointing it",
+                    consumer.label,
+                    work.secret.name,
+                )
+
+    def _plan_failed(self, work: Work, stale: bool) -> None:
+        """The newest version failed: report it, and finish a rollback that is due."""
+        failed = work.failed
+        assert failed is not None and failed.rollout is not None
+        rollout = failed.rollout
+        work.why = f"v{failed.version} did not converge (at {rollout.at})"
+        if rollout.state == "held" or work.current is None:
+            work.repoint = False
+            report(
+                work,
+                "held",
+                f"{work.why}; consumers are left as they are (on_failure: hold). "
+                f"v{failed.version} is not tried again; a new upstream value is",
+            )
+            return
+        if rollout.state == "rolled-back" and not stale:
+            work.repoint = False
+            report(
+                work,
+                "rolled-back",
+                f"{work.why} and was rolled back to v{work.current.version}; "
+                f"v{failed.version} is not tried again, a new upstream value is",
+            )
+            return
+        retry = parse_stamp(rollout.retry_at) if rollout.retry_at else None
+        if retry is not None and retry > self.now():
+            work.repoint = False
+            report(
+                work,
+                "rolling-back",
+                f"rolling v{failed.version} back to v{work.current.version}: attempt "
+                f"{rollout.attempts} did not converge; retrying at {rollout.retry_at}",
+                until=rollout.retry_at,
+            )
+            return
+        work.rollback = True
+        report(work, "rolling-back", f"{work.why}; rolling back to v{work.current.version}")
+
+    def _plan_unconverged(self, work: Work) -> None:
         """A consumer on the current version whose rollout failed or hasn't finished is
-        reported every cycle, not only in the cycle that repointed it."""
+        reported every cycle, not only in the cycle that repointed it (its trouble may not be
+        this version's, so it is not rolled back for it)."""
         stuck = [c for c in work.consumers if c.unconverged and c.refs.get(work.secret.name)]
         if stuck and work.current is not None:
             detail = "; ".join(f"{c.label}: {c.unconverged}" for c in stuck)
@@ -689,6 +820,48 @@ class Engine:
                 f"consumers have not converged on v{work.current.version}: {detail}",
                 "convergence",
             )
+
+    def _outside_window(self, work: Work) -> bool:
+        """Outside its rotation window, a secret's consumers wait (a new version is still
+        created: that restarts nothing)."""
+        window = work.secret.window
+        if window is None or self._ignore_window:
+            return False
+        now = self.now()
+        if window.is_open(now):
+            return False
+        opens = stamp(window.next_open(now))
+        work.repoint = False
+        work.item.outcome, work.item.until = "waiting-window", opens
+        work.item.notes.append(
+            f"waiting for window until {opens} ({window.describe()}): consumers are repointed then"
+        )
+        return True
+
+    def _plan_groups(self, works: Sequence[Work]) -> None:
+        """A group swaps as one: while a member can't (its source failed), no member's
+        consumers are repointed, so none runs a new user with an old password."""
+        members: dict[str, list[Work]] = defaultdict(list)
+        for work in works:
+            if work.secret.group:
+                members[work.secret.group].append(work)
+        for group, group_works in members.items():
+            broken = sorted(
+                w.secret.name
+                for w in group_works
+                if w.item.error is not None
+                and w.item.outcome not in ("rolled-back", "held", "rolling-back")
+            )
+            if not broken:
+                continue
+            for work in group_works:
+                if work.item.error is None and work.repoint and not work.rollback:
+                    work.repoint = False
+                    if work.item.consumers or work.new is not None:
+                        work.item.notes.append(
+                            f"group {group}: consumers wait until {', '.join(broken)} can be "
+                            "swapped too"
+                        )
 
     # ------------------------------------------------------------------ prune
 

@@ -60,6 +60,25 @@ class Metrics:
             ["secret"],
             registry=r,
         )
+        self.rollbacks = Counter(
+            "syncd_rollbacks",
+            "Rollbacks that moved consumers back to the previous version and converged.",
+            ["secret"],
+            registry=r,
+        )
+        self.failed_versions = Gauge(
+            "syncd_failed_versions",
+            "1 while a secret's newest version is one whose rollout failed (rolled back, held "
+            "or rolling back): it is not tried again until the upstream value changes.",
+            ["secret"],
+            registry=r,
+        )
+        self.waiting_window = Gauge(
+            "syncd_waiting_for_window",
+            "1 while a secret's consumers wait for its rotation window.",
+            ["secret"],
+            registry=r,
+        )
         self.leader = Gauge("syncd_leader", "1 when this instance may write.", registry=r)
         self.config_loaded = Gauge(
             "syncd_config_loaded", "1 when a valid config is loaded.", registry=r
@@ -85,10 +104,22 @@ class Metrics:
                     self.swap_seconds.labels(item.name).observe(seconds)
             elif item.error_kind == "convergence":
                 self.convergence_failures.labels(item.name).inc()
+            if item.rollback_done:
+                self.rollbacks.labels(item.name).inc()
+            failed = item.outcome in ("rolled-back", "held", "rolling-back")
+            self.failed_versions.labels(item.name).set(1 if failed else 0)
+            self.waiting_window.labels(item.name).set(item.outcome == "waiting-window")
 
     def forget(self, names: set[str]) -> None:
         """Drop every series of these secrets (they left the config or their source)."""
-        for metric in (self.last_success, self.version, self.convergence_failures):
+        for metric in (
+            self.last_success,
+            self.version,
+            self.convergence_failures,
+            self.rollbacks,
+            self.failed_versions,
+            self.waiting_window,
+        ):
             for name in names:
                 try:
                     metric.remove(name)

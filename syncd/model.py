@@ -8,12 +8,71 @@ the engine turns both into ``PlanItem`` results. None of them ever holds a value
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
 Action = Literal["create", "update", "unchanged", "repoint", "delete", "import", "error"]
 #: What kind of failure an error item reports (metrics and ``--output json`` use it).
 ErrorKind = Literal["input", "provider", "target", "convergence"]
+#: How a swap ended when it didn't simply converge (``PlanItem.outcome``):
+#: ``rolled-back``: consumers didn't converge on the new version and run the previous one
+#: again; ``held``: they didn't converge and were left as they are (``on_failure: hold``);
+#: ``rolling-back``: a rollback that hasn't converged yet (retried on the schedule);
+#: ``waiting-window``: consumers wait for the rotation window; ``settled``: a group waited
+#: for related edits and swapped together.
+Outcome = Literal["rolled-back", "held", "rolling-back", "waiting-window", "settled"]
+#: Rollout states recorded on a version's object (a failed version is never tried again).
+RolloutState = Literal["rolling-back", "rolled-back", "held"]
+ROLLOUT_STATES: tuple[RolloutState, ...] = ("rolling-back", "rolled-back", "held")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What went wrong with a version's rollout, stored on the version's own object (a
+    label), so every instance and every restart knows it: never a value.
+
+    ``attempts`` and ``retry_at`` are the retry schedule of a rollback that hasn't converged
+    yet: kept here, in the target, a restart neither forgets nor resets them.
+    """
+
+    state: RolloutState
+    #: when the state was recorded, UTC ``YYYY-MM-DDTHH:MM:SSZ``
+    at: str
+    attempts: int = 0
+    #: the earliest time the rollback may be tried again (same format), or ``""``
+    retry_at: str = ""
+
+    def to_label(self) -> str:
+        """The compact JSON a target stores (a Swarm label, a Kubernetes annotation)."""
+        body: dict[str, object] = {"state": self.state, "at": self.at}
+        if self.attempts:
+            body["attempts"] = self.attempts
+        if self.retry_at:
+            body["retry_at"] = self.retry_at
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_label(cls, text: str | None) -> Rollout | None:
+        """A stored label back; ``None`` when absent or not understood (treated as healthy,
+        which at worst retries a version once more)."""
+        if not text:
+            return None
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or body.get("state") not in ROLLOUT_STATES:
+            return None
+        attempts = body.get("attempts", 0)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+            attempts = 0
+        return cls(
+            state=body["state"],
+            at=str(body.get("at") or ""),
+            attempts=attempts,
+            retry_at=str(body.get("retry_at") or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -39,6 +98,13 @@ class VersionInfo:
     keys: dict[str, str] = field(default_factory=dict)
     source: str = ""
     created_at: str = ""
+    #: set when this version's rollout failed (or its rollback is under way)
+    rollout: Rollout | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Consumers didn't converge on this version: it is never tried again."""
+        return self.rollout is not None
 
 
 @dataclass(frozen=True)
@@ -108,6 +174,14 @@ class PlanItem:
     transient: bool = False
     #: Things worth saying that are not failures (a named consumer missing, a rollout going on).
     notes: list[str] = field(default_factory=list)
+    #: how the swap ended when it didn't simply converge (see ``Outcome``)
+    outcome: Outcome | None = None
+    #: when something waited for happens: the window opens, a rollback is retried (UTC ISO)
+    until: str | None = None
+    #: the version that failed, for ``rolled-back`` / ``held`` / ``rolling-back``
+    failed_version: int | None = None
+    #: a rollback finished in this cycle (``syncd_rollbacks_total`` counts these)
+    rollback_done: bool = False
 
     @property
     def changes(self) -> bool:

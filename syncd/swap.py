@@ -1,61 +1,104 @@
-"""The write side of a cycle, one explicit step at a time: record moved source ids, create
-new versions, repoint consumers, wait for them to converge, collect old versions, prune.
+"""The write side of a cycle, one explicit step at a time.
 
-The planner (``syncd.engine``) decides; this module only executes, in this order, and every
-step is one a crash may interrupt: the next cycle plans again from what the target holds,
-so a version created but not yet used is repointed to, a consumer repointed but not yet
-converged is waited for, and versions left beyond ``keep`` are collected. Nothing here
-deletes what a consumer references, or what the target says something can still fall back
-to (``Target.protected``).
+The planner (``syncd.engine``) decides; this module executes, in this order::
 
-A failed swap (consumers that took the update and didn't converge) is not retried at once:
-the secret waits 30 s, doubling up to 30 min, jittered. That schedule lives in this process
-only. An update that never landed (the API was away) is an ordinary target error, retried on
-the daemon's backoff.
+    record sources -> create N+1 -> roll forward: repoint stale consumers, wait
+      -> converged: collect versions beyond keep -> prune
+      -> not converged (timeout, failed rollout, paused or rolled-back update):
+           on_failure rollback: mark N+1 rolling-back -> roll back: repoint to N, wait
+                                -> mark N+1 rolled-back (never tried again)
+                                -> not converged: keep rolling-back, retry on the schedule
+           on_failure hold:     mark N+1 held, leave consumers as they are
+
+Every step is one a crash may interrupt, and the next cycle plans again from what the target
+holds: a version created but not used is repointed to; a consumer repointed but not yet
+converged is waited for; a version marked ``rolling-back`` is rolled back. The marks live on
+the version objects (labels), so every instance and every restart knows them, and the
+rollback's retry schedule (``daemon.backoff_min`` to ``backoff_max``) is kept there too.
+Nothing here deletes what a consumer references, or what the target says something can still
+fall back to (``Target.protected``).
+
+A cut-over group is swapped as one: consumers of several changed secrets get one update,
+and when any member fails, every member that moved this cycle rolls back with it, so no
+consumer runs a new user with an old password.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from syncd.backoff import backoff_delay
 from syncd.errors import TargetError
-from syncd.model import Consumer, PlanItem, VersionInfo
+from syncd.model import Consumer, Outcome, PlanItem, Rollout, VersionInfo
 from syncd.targets.base import Target
 from syncd.work import Work, describe, is_transient, stale_consumers
 
 log = logging.getLogger("syncd.swap")
 
-#: Retry a failed swap after 30 s, doubling up to 30 min, with +-20% jitter.
-BACKOFF_BASE = 30.0
-BACKOFF_CAP = 1800.0
+
+def utc_now() -> str:
+    """Now as the target's labels store times."""
+    return stamp(datetime.now(UTC))
+
+
+def stamp(moment: datetime) -> str:
+    """A datetime as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_stamp(text: str) -> datetime | None:
+    """A stored time back; ``None`` when it doesn't parse (then it is due now)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def previous_healthy(work: Work, below: int) -> VersionInfo | None:
+    """The newest version older than ``below`` whose rollout didn't fail: what consumers
+    go back to."""
+    older = [v for v in work.versions if v.version < below and not v.failed]
+    return older[-1] if older else None
+
+
+def report(work: Work, outcome: Outcome, message: str, *, until: str | None = None) -> None:
+    """Set a swap outcome on the secret's item, replacing an earlier message: a rollback's
+    end says more than its start."""
+    work.item.error = None
+    work.fail(message, "convergence")
+    work.item.outcome = outcome
+    work.item.until = until
+    work.item.failed_version = work.failed.version if work.failed else None
 
 
 @dataclass
-class _Backoff:
-    failures: int = 0
-    until: float = 0.0
+class Moved:
+    """What one roll (forward or back) did."""
+
+    #: consumer labels that were repointed (or waited for) and converged
+    converged: set[str] = field(default_factory=set)
+    #: secrets that had a consumer repointed (or waited for)
+    touched: set[str] = field(default_factory=set)
+    #: secret -> why its consumers did not converge
+    failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: secret -> (why a repoint never landed: an API error, whether it may pass by itself)
+    unreached: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 class Swap:
     """Executes the writes a plan decided, against one target."""
 
-    def __init__(self, target: Target[Any], *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, target: Target[Any], *, schedule: tuple[float, float]) -> None:
         self.target = target
-        self.clock = clock
-        self._backoff: dict[str, _Backoff] = {}
-
-    def retry_in(self, name: str) -> float | None:
-        """Seconds until a secret whose swap failed may be repointed again, or ``None``."""
-        backoff = self._backoff.get(name)
-        if backoff is None or backoff.until <= self.clock():
-            return None
-        return backoff.until - self.clock()
+        #: the retry schedule of a rollback that didn't converge (``daemon.backoff_*``)
+        self.schedule = schedule
 
     def apply(
         self,
@@ -64,12 +107,16 @@ class Swap:
         orphans: dict[str, list[VersionInfo]],
         items: list[PlanItem],
     ) -> None:
-        """Every step, in order; each secret's failure stops only that secret."""
+        """Every step, in order; each secret's failure stops only that secret (and its group)."""
         self.record_sources(works)
         self.create(works)
-        converged, moved = self.repoint_and_wait(works)
-        self.collect(works, converged, moved)
+        forward = self.roll_forward(works)
+        self.fail_swaps(works, forward)
+        self.roll_back(works)
+        self.collect(works, forward.converged)
         self.prune(orphans, items)
+
+    # ------------------------------------------------------------------ record, create
 
     def record_sources(self, works: Sequence[Work]) -> None:
         """Store the newer source reference of unchanged versions (metadata only), so the
@@ -89,6 +136,7 @@ class Swap:
                 work.versions[-1] = work.current
 
     def create(self, works: Sequence[Work]) -> None:
+        """Create every new version in one call (a bad item fails alone)."""
         pending = [w for w in works if w.new is not None and w.item.error is None]
         if not pending:
             return
@@ -105,6 +153,8 @@ class Swap:
             if isinstance(result, VersionInfo):
                 work.versions.append(result)
                 work.current = result
+                work.failed = None
+                work.item.failed_version = None
                 work.new = None
                 log.info("created %s version %d", work.secret.name, result.version)
             else:
@@ -114,18 +164,38 @@ class Swap:
                     transient=is_transient(result),
                 )
 
-    def repoint_and_wait(self, works: Sequence[Work]) -> tuple[set[str], set[str]]:
-        """Repoint each stale consumer once (all its secrets together), then wait for all.
+    # ------------------------------------------------------------------ roll forward
 
-        Returns the secrets whose consumers all run the current version, and the labels of
-        the consumers that moved and converged this cycle.
-        """
+    def roll_forward(self, works: Sequence[Work]) -> Moved:
+        """Repoint each stale consumer once (all its secrets together), then wait for all."""
+        live = [
+            w
+            for w in works
+            if w.item.error is None and w.current is not None and w.repoint and not w.rollback
+        ]
+        moved = self._move(live, rollback=False)
+        by_name = {w.secret.name: w for w in live}
+        for name, (message, transient) in moved.unreached.items():
+            by_name[name].fail(message, "target", transient=transient)
+        return moved
+
+    def _move(self, works: Sequence[Work], *, rollback: bool) -> Moved:
+        """One roll: repoint every stale consumer of ``works`` to its secret's ``current``
+        in one update per consumer, then wait for them all."""
+        started = time.monotonic()
         swaps: dict[str, dict[str, VersionInfo]] = defaultdict(dict)
         consumers: dict[str, Consumer] = {}
+        waiting: dict[str, Consumer] = {}
         secrets_of: dict[str, set[str]] = defaultdict(set)
         for work in works:
-            if work.item.error is not None or work.current is None:
-                continue
+            assert work.current is not None
+            if rollback:
+                # those already back (a crash after the update, the orchestrator's own
+                # rollback) are waited for too: a rollback is done when they run it
+                for consumer in work.consumers:
+                    if work.current.object_name in consumer.refs.get(work.secret.name, ()):
+                        waiting.setdefault(consumer.label, consumer)
+                        secrets_of[consumer.label].add(work.secret.name)
             for consumer in stale_consumers(work):
                 consumers[consumer.label] = consumer
                 secrets_of[consumer.label].add(work.secret.name)
@@ -133,57 +203,182 @@ class Swap:
                     if obj != work.current.object_name:
                         swaps[consumer.label][obj] = work.current
         by_name = {w.secret.name: w for w in works}
-        failed: set[str] = set()
-        moved: set[str] = set()
-        repointed: list[Consumer] = []
+        verb = "roll back" if rollback else "repoint"
+        moved = Moved()
         for label, consumer in consumers.items():
             try:
-                self.target.repoint(consumer, swaps[label])
-                repointed.append(consumer)
+                self.target.repoint(consumer, swaps[label], rollback=rollback)
+                waiting[label] = consumer
             except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
-                # the update never landed (an API error): the daemon's own backoff retries it;
-                # the swap schedule below is for consumers that took the update and failed
+                # the update never landed (an API error), so nothing is rolled back for it
                 for name in secrets_of[label]:
-                    by_name[name].fail(
-                        f"can't repoint {label}: {describe(exc)}",
-                        "target",
-                        transient=is_transient(exc),
+                    moved.unreached.setdefault(
+                        name, (f"can't {verb} {label}: {describe(exc)}", is_transient(exc))
                     )
-        if repointed:
-            timeout = max(by_name[n].secret.timeout for c in repointed for n in secrets_of[c.label])
-            try:
-                results = self.target.wait_converged(repointed, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001
-                results = {c.label: TargetError(describe(exc)) for c in repointed}  # type: ignore[misc]
-            for consumer in repointed:
-                error = results.get(consumer.label)
-                if error is None:
-                    moved.add(consumer.label)
-                else:
-                    for name in secrets_of[consumer.label]:
-                        by_name[name].fail(
-                            f"{consumer.label} did not converge: {error}", "convergence"
-                        )
-                        failed.add(name)
-        for name in failed:
-            backoff = self._backoff.setdefault(name, _Backoff())
-            backoff.failures += 1
-            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (backoff.failures - 1))
-            backoff.until = self.clock() + delay * random.uniform(0.8, 1.2)  # noqa: S311
-        ok = set()
-        for work in works:
-            if work.item.error is None and work.current is not None:
-                self._backoff.pop(work.secret.name, None)
-                ok.add(work.secret.name)
-        return ok, moved
+        if not waiting:
+            return moved
+        timeout = max(by_name[n].secret.timeout for c in waiting for n in secrets_of[c])
+        try:
+            results = self.target.wait_converged(
+                list(waiting.values()), timeout=timeout, rollback=rollback
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing known: every wait failed
+            results = {label: TargetError(describe(exc)) for label in waiting}  # type: ignore[misc]
+        moved.seconds = time.monotonic() - started
+        for label in waiting:
+            moved.touched |= secrets_of[label]
+            error = results.get(label)
+            if error is None:
+                moved.converged.add(label)
+            else:
+                for name in secrets_of[label]:
+                    moved.failed[name].append(f"{label}: {error}")
+        for name in moved.touched:
+            _now_on_current(by_name[name], set(waiting))
+        return moved
 
-    def collect(self, works: Sequence[Work], converged: set[str], moved: set[str]) -> None:
+    # ------------------------------------------------------------------ failure
+
+    def fail_swaps(self, works: Sequence[Work], forward: Moved) -> None:
+        """Consumers that didn't converge: roll back (mark rolling-back; ``roll_back`` does
+        the rest) or hold (mark held), per ``on_failure``; a group fails as one."""
+        if not forward.failed:
+            return
+        failed_groups = {w.secret.cutover for w in works if w.secret.name in forward.failed}
+        for work in works:
+            name = work.secret.name
+            if work.current is None or name not in forward.touched:
+                continue
+            if name not in forward.failed and work.secret.cutover not in failed_groups:
+                continue
+            reasons = forward.failed.get(name) or [
+                f"another secret of {work.secret.cutover} did not converge"
+            ]
+            self._fail_one(work, "; ".join(reasons), forward.seconds)
+
+    def _fail_one(self, work: Work, reason: str, seconds: float) -> None:
+        assert work.current is not None
+        failed = work.current
+        previous = previous_healthy(work, failed.version)
+        what = f"consumers did not converge on v{failed.version} after {seconds:.0f}s ({reason})"
+        work.why = what
+        log.error("%s: %s", work.secret.name, what)
+        hold = work.secret.on_failure == "hold" or work.secret.spec.strategy == "in-place"
+        if hold or previous is None:
+            why = (
+                "on_failure: hold"
+                if work.secret.on_failure == "hold"
+                else "an in-place secret has no previous version to go back to"
+                if work.secret.spec.strategy == "in-place"
+                else "there is no earlier version to go back to"
+            )
+            work.failed = self._mark(work, failed, Rollout("held", utc_now()))
+            work.current = previous or failed
+            report(
+                work,
+                "held",
+                f"{what}; consumers left as they are ({why}); v{failed.version} is not tried "
+                "again, a new upstream value is",
+            )
+            return
+        work.failed = self._mark(work, failed, Rollout("rolling-back", utc_now()))
+        work.current = previous
+        work.rollback = True
+        report(work, "rolling-back", f"{what}; rolling back to v{previous.version}")
+
+    def _mark(self, work: Work, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        """Record a rollout outcome on the version; a failure to record is logged and the
+        swap goes on (the consumers come first), and the next cycle records it again."""
+        try:
+            return self.target.mark(version, rollout)
+        except Exception as exc:  # noqa: BLE001 - reported, the rollback still happens
+            log.error(
+                "%s: can't record that v%d %s: %s",
+                work.secret.name,
+                version.version,
+                rollout.state if rollout else "is healthy",
+                describe(exc),
+            )
+            work.item.notes.append(f"the outcome was not recorded on the target: {describe(exc)}")
+            return replace(version, rollout=rollout)
+
+    # ------------------------------------------------------------------ roll back
+
+    def roll_back(self, works: Sequence[Work]) -> None:
+        """Move consumers of failed versions back to ``current``, wait, and record the end:
+        rolled back for good, or rolling back still with the next retry time."""
+        todo = [
+            w
+            for w in works
+            if w.rollback and w.repoint and w.current is not None and w.failed is not None
+        ]
+        if not todo:
+            return
+        for work in todo:
+            assert work.failed is not None and work.current is not None
+            log.warning(
+                "%s: rolling back v%d -> v%d",
+                work.secret.name,
+                work.failed.version,
+                work.current.version,
+            )
+        moved = self._move(todo, rollback=True)
+        for work in todo:
+            assert work.failed is not None and work.current is not None
+            failed, back = work.failed, work.current
+            reasons = list(moved.failed.get(work.secret.name, []))
+            if work.secret.name in moved.unreached:
+                reasons.append(moved.unreached[work.secret.name][0])
+            if reasons:
+                self._rollback_failed(work, "; ".join(reasons))
+                continue
+            rollout = Rollout("rolled-back", utc_now())
+            work.failed = self._mark(work, failed, rollout)
+            work.item.rollback_done = True
+            log.warning(
+                "%s: rolled back v%d -> v%d in %.1fs; v%d is not tried again",
+                work.secret.name,
+                failed.version,
+                back.version,
+                moved.seconds,
+                failed.version,
+            )
+            report(
+                work,
+                "rolled-back",
+                f"{work.why}; rolled back to v{back.version} in {moved.seconds:.1f}s. "
+                f"v{failed.version} is not tried again; a new upstream value is",
+            )
+
+    def _rollback_failed(self, work: Work, reason: str) -> None:
+        """The previous version didn't converge either: keep the mark, count the attempt and
+        store when to try again (the retry schedule, kept in the target)."""
+        assert work.failed is not None and work.current is not None
+        state = work.failed.rollout or Rollout("rolling-back", utc_now())
+        attempts = state.attempts + 1
+        delay = backoff_delay(attempts, *self.schedule)
+        retry = stamp(datetime.now(UTC) + timedelta(seconds=delay))
+        work.failed = self._mark(
+            work, work.failed, replace(state, attempts=attempts, retry_at=retry)
+        )
+        report(
+            work,
+            "rolling-back",
+            f"rolling v{work.failed.version} back to v{work.current.version} did not converge "
+            f"({reason}); attempt {attempts}, retrying at {retry}",
+            until=retry,
+        )
+
+    # ------------------------------------------------------------------ collect, prune
+
+    def collect(self, works: Sequence[Work], moved: set[str]) -> None:
+        """Delete versions beyond ``keep`` of secrets whose consumers all converged."""
         if not self.target.collects_versions:
             return
         candidates = {
             w.secret.name: self._gc_candidates(w, moved)
             for w in works
-            if w.secret.name in converged
+            if w.item.error is None and w.current is not None
         }
         if not any(candidates.values()):
             return
@@ -213,7 +408,9 @@ class Swap:
         """Versions older than the current one beyond ``keep`` that no consumer references.
 
         A consumer that moved to the current version this cycle no longer references what it
-        had; every other consumer's references are spared whatever the target says.
+        had; every other consumer's references are spared whatever the target says. A failed
+        newest version is newer than ``current``, so it stays (its mark is what keeps it from
+        being tried again).
         """
         if work.current is None:
             return []
@@ -256,3 +453,16 @@ class Swap:
         except Exception as exc:  # noqa: BLE001 - retried next cycle
             return f"can't delete {version.object_name}: {describe(exc)}"
         return None if deleted else f"{version.object_name} is in use; not deleted"
+
+
+def _now_on_current(work: Work, touched: set[str]) -> None:
+    """After a roll, the consumers it touched reference the secret's ``current`` (unless
+    their orchestrator moved them back, which the target's repoint finds out by itself)."""
+    assert work.current is not None
+    on = frozenset({work.current.object_name})
+    work.consumers = [
+        replace(c, refs={**c.refs, work.secret.name: on})
+        if c.label in touched and c.refs.get(work.secret.name)
+        else c
+        for c in work.consumers
+    ]

@@ -40,6 +40,21 @@ class Work:
     consumers: list[Consumer] = field(default_factory=list)
     #: a newer source reference for the unchanged current version (a sibling key moved)
     resourced: str | None = None
+    #: the newest version, when its rollout failed: ``current`` is then the version before
+    #: it that consumers run (or go back to)
+    failed: VersionInfo | None = None
+    #: this cycle moves stale consumers back to ``current`` (a rollback being finished)
+    rollback: bool = False
+    #: stale consumers are repointed this cycle (False: waiting for the window, held, or a
+    #: rollback whose retry isn't due)
+    repoint: bool = True
+    #: why the newest version failed, for the messages of the steps after
+    why: str = ""
+
+    @property
+    def latest(self) -> VersionInfo | None:
+        """The newest stored version: what the source is compared with."""
+        return self.failed or self.current
 
     def fail(self, message: str, kind: ErrorKind, *, transient: bool = False) -> None:
         if self.item.error is None:

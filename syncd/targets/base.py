@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from syncd.calls import CallCounter
 from syncd.errors import ConvergenceError, TargetError
-from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 
 if TYPE_CHECKING:
     from syncd.config import SecretSpec
@@ -216,19 +216,40 @@ class Target(ABC, Generic[C]):
         del versions
         return {spec.name: [] for spec in specs}
 
-    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
-        """Point ``consumer`` at new versions: ``swaps`` maps an old object name to its successor.
+    def repoint(
+        self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
+    ) -> None:
+        """Point ``consumer`` at other versions: ``swaps`` maps an object name it references
+        to the version that replaces it.
 
-        One update per consumer, however many of its secrets changed.
+        One update per consumer, however many of its secrets changed. ``rollback``: the
+        versions are older ones the consumer ran before and the rollout to the newer ones
+        failed, so the target may also clear what that rollout left stuck (a StatefulSet
+        pod that will never become ready). A consumer that no longer references a swapped
+        name (the orchestrator already rolled it back) is left alone.
         """
+        del swaps, rollback
         raise TargetError(f"{self.type_name} target has no consumers to repoint ({consumer.label})")
 
     def wait_converged(
-        self, consumers: Sequence[Consumer], *, timeout: float
+        self, consumers: Sequence[Consumer], *, timeout: float, rollback: bool = False
     ) -> dict[str, ConvergenceError | None]:
-        """Wait until each consumer runs its new spec; result keyed by ``Consumer.label``."""
-        del timeout
+        """Wait until each consumer runs its new spec; result keyed by ``Consumer.label``.
+
+        ``rollback``: waiting for consumers to run an older version again, so the
+        orchestrator's own rollback finishing (a Swarm ``rollback_completed``) is success.
+        """
+        del timeout, rollback
         return {c.label: None for c in consumers}
+
+    def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        """Record how ``version``'s rollout failed (or clear it) on the version's own object.
+
+        A metadata-only write (a label), so every instance and every restart knows that this
+        version failed and never tries it again. Raises ``TargetError`` when it can't.
+        """
+        del rollout
+        raise TargetError(f"the {self.type_name} target can't mark {version.object_name!r}")
 
     def protected(self) -> set[str]:
         """Object names that must never be deleted (e.g. referenced by a rollback spec)."""

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
-from syncd.model import Consumer, NewVersion, VersionInfo
+from syncd.model import Consumer, NewVersion, Rollout, VersionInfo
 from syncd.targets.base import Target, TargetConfig, TargetContext
 
 
@@ -34,6 +34,11 @@ class Service:
     refs: set[str] = field(default_factory=set)
     previous: set[str] = field(default_factory=set)
     converge: bool = True
+    #: object names this service never converges on (its new tasks fail health checks)
+    bad: set[str] = field(default_factory=set)
+    #: when it fails to converge, the orchestrator rolls it back by itself (Swarm's
+    #: FailureAction: rollback); otherwise it stays on the failed spec (pause, K8s)
+    native_rollback: bool = True
     keeps_previous: bool = True
     #: the orchestrator says this service's rollout is stuck
     unconverged: str | None = None
@@ -157,29 +162,44 @@ class MemoryTarget(Target[MemoryTargetConfig]):
             out[spec.name] = found
         return out
 
-    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
-        self._step(f"repoint {consumer.name}")
+    def repoint(
+        self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
+    ) -> None:
+        self._step(f"{'roll back' if rollback else 'repoint'} {consumer.name}")
         svc = self.world.services[consumer.name]
         for new in swaps.values():
             if new.object_name not in self.world.objects:
                 raise AssertionError(f"repoint to missing {new.object_name}")
+        if not svc.refs & set(swaps):
+            return  # already moved (a native rollback, a repeated step)
         svc.previous = set(svc.refs) if svc.keeps_previous else set()
         svc.refs = {swaps[r].object_name if r in swaps else r for r in svc.refs}
-        self.count_write("repoint")
+        self.count_write("rollback" if rollback else "repoint")
         self.world.check()
 
     def wait_converged(
-        self, consumers: Sequence[Consumer], *, timeout: float
+        self, consumers: Sequence[Consumer], *, timeout: float, rollback: bool = False
     ) -> dict[str, ConvergenceError | None]:
+        self._step(f"wait {'rollback ' if rollback else ''}{','.join(c.name for c in consumers)}")
         out: dict[str, ConvergenceError | None] = {}
         for c in consumers:
             svc = self.world.services[c.name]
-            if svc.converge:
+            if svc.converge and not svc.refs & svc.bad:
                 out[c.label] = None
-            else:
+            elif svc.native_rollback and not rollback and svc.previous:
                 svc.refs, svc.previous = svc.previous, svc.refs  # rolled back
                 out[c.label] = ConvergenceError("update rolled back")
+            else:
+                out[c.label] = ConvergenceError("new tasks never became healthy")
         return out
+
+    def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        self._step(f"mark {version.object_name} {rollout.state if rollout else 'ok'}")
+        info, data = self.world.objects[version.object_name]
+        marked = replace(info, rollout=rollout)
+        self.count_write("mark")
+        self.world.objects[version.object_name] = (marked, data)
+        return marked
 
     def protected(self) -> set[str]:
         return {r for svc in self.world.services.values() for r in svc.previous}

@@ -10,6 +10,7 @@ anything is deleted: a version any pod spec in the namespace references stays.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from syncd.targets.kubernetes.objects import (
 )
 from syncd.targets.kubernetes.podspec import missing_refs, pod_templates, refs, rewrite
 from syncd.targets.kubernetes.rollout import FAILED, rollout_status, unconverged
+
+log = logging.getLogger("syncd.targets.kubernetes")
 
 #: Kinds only scanned before garbage collection (history, copies, immutable templates).
 SCANNED_ONLY = ("ReplicaSet", "ControllerRevision", "Job", "Pod", "PodTemplate")
@@ -152,9 +155,43 @@ class Consumers:
             raise TargetError(f"{consumer.label}: the cluster no longer serves {consumer.kind}")
         return resource
 
-    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+    def repoint(
+        self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
+    ) -> None:
         """Rewrite every reference in the pod templates in one guarded update; a 409 reads
-        the workload again and goes round (``rounds``)."""
+        the workload again and goes round (``rounds``).
+
+        A StatefulSet rolled back (``rollback``) also loses its pods that still reference a
+        failed version and are not Ready: with the default ``OrderedReady`` policy the
+        controller waits for such a pod forever instead of replacing it (the "forced
+        rollback" the Kubernetes docs describe), so syncd deletes it and the controller
+        recreates it from the restored template.
+        """
+        self._rewrite(consumer, swaps)
+        if rollback and consumer.kind == "StatefulSet":
+            self._delete_stuck_pods(consumer, set(swaps))
+
+    def _delete_stuck_pods(self, consumer: Consumer, failed: set[str]) -> None:
+        """Delete the StatefulSet's not-Ready pods that reference a failed version."""
+        names = {split_object_name(name)[1] for name in failed}
+        for pod in self.client.list("Pod", consumer.namespace):
+            owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+            if not any(
+                o.get("kind") == "StatefulSet" and o.get("name") == consumer.name for o in owners
+            ):
+                continue
+            if not refs(pod) & names or _pod_ready(pod):
+                continue
+            name = pod["metadata"]["name"]
+            self.client.delete("Pod", consumer.namespace, name)
+            log.info(
+                "%s: deleted pod %s, stuck on a failed version, so the controller recreates it",
+                consumer.label,
+                name,
+            )
+
+    def _rewrite(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+        """The guarded template update of ``repoint``."""
         rename = {
             split_object_name(old)[1]: split_object_name(new.object_name)[1]
             for old, new in swaps.items()
@@ -266,6 +303,15 @@ class Consumers:
                 label = f"{obj['kind']}/{namespace}/{obj['metadata']['name']}"
                 findings.extend(missing_refs(label, obj, keys))
         return findings
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition is True."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in conditions
+    )
 
 
 def _select(

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.model import NewVersion, VersionInfo
+from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -30,6 +30,10 @@ A_KEYS = "syncd.io/keys"
 A_SOURCE = "syncd.io/source"
 A_CREATED = "syncd.io/created-at"
 A_VERSION = "syncd.io/version"
+#: How a version's rollout failed (``Rollout`` as JSON); absent on healthy versions.
+A_ROLLOUT = "syncd.io/rollout"
+#: The same state as a label, for ``kubectl get secrets -l syncd.io/rollout-state``.
+LABEL_ROLLOUT = "syncd.io/rollout-state"
 #: Pod-template annotation prefix that restarts in-place consumers.
 A_RESTART = "syncd.io/rev-"
 
@@ -120,6 +124,7 @@ def version_info(obj: Mapping[str, Any]) -> VersionInfo | None:
         keys=keys,
         source=str(annotations.get(A_SOURCE) or ""),
         created_at=str(annotations.get(A_CREATED) or ""),
+        rollout=Rollout.from_label(annotations.get(A_ROLLOUT)) if role == ROLE_VERSION else None,
     )
 
 

@@ -14,7 +14,7 @@ from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import KubeClient
 from syncd.leader import LeaderElector, default_lease
-from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
 from syncd.targets.kubernetes.consumers import Consumers
@@ -202,15 +202,22 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         """Workloads referencing this installation's versions, with their rollout state."""
         return self.consumers.find(specs, versions, self._namespace_of)
 
-    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
-        """One guarded update of the consumer's pod templates."""
-        self.consumers.repoint(consumer, swaps)
+    def repoint(
+        self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
+    ) -> None:
+        """One guarded update of the consumer's pod templates (see ``Consumers.repoint``)."""
+        self.consumers.repoint(consumer, swaps, rollback=rollback)
 
     def wait_converged(
-        self, consumers: Sequence[Consumer], *, timeout: float
+        self, consumers: Sequence[Consumer], *, timeout: float, rollback: bool = False
     ) -> dict[str, ConvergenceError | None]:
-        """Wait as ``kubectl rollout status`` does."""
+        """Wait as ``kubectl rollout status`` does (a rollback is one more rollout)."""
+        del rollback
         return self.consumers.wait(consumers, timeout=timeout)
+
+    def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        """Annotate a version Secret with its rollout outcome."""
+        return self.versions.mark(version, rollout)
 
     def protected(self) -> set[str]:
         """Versions any pod spec in the namespaces still references."""

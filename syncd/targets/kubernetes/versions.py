@@ -13,18 +13,21 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
 from syncd.kube import ApiError, KubeClient, rounds
-from syncd.model import NewVersion, VersionInfo
+from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, dns_name, version_name
 from syncd.targets.kubernetes.objects import (
     A_NAME,
+    A_ROLLOUT,
     A_SOURCE,
     INSTANCE,
+    LABEL_ROLLOUT,
     MANAGED_BY,
     ROLE,
     ROLE_IN_PLACE,
@@ -333,9 +336,9 @@ class Versions:
             return version_info(updated)
         raise TargetError(f"Secret {namespace}/{name} kept changing under syncd; try again")
 
-    def update_source(self, version: VersionInfo, source: str) -> bool:
-        """Patch the source annotation of a stored version (metadata stays mutable on an
-        immutable Secret); False when the object is gone or isn't this version any more."""
+    def _stored(self, version: VersionInfo) -> dict[str, Any] | None:
+        """The Secret holding ``version`` as read now, or None when it is gone or is no
+        longer this installation's object for that version (metadata writes check first)."""
         namespace, name = split_object_name(version.object_name)
         existing = self.client.get("Secret", namespace, name)
         info = version_info(existing) if existing is not None else None
@@ -346,6 +349,15 @@ class Versions:
             or info.object_name != version.object_name
             or info.fingerprint != version.fingerprint
         ):
+            return None
+        return existing
+
+    def update_source(self, version: VersionInfo, source: str) -> bool:
+        """Patch the source annotation of a stored version (metadata stays mutable on an
+        immutable Secret); False when the object is gone or isn't this version any more."""
+        namespace, name = split_object_name(version.object_name)
+        existing = self._stored(version)
+        if existing is None:
             return False
         patch = {
             "metadata": {
@@ -360,6 +372,34 @@ class Versions:
                 return False
             raise
         return True
+
+    def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        """Annotate (and label) a version Secret with its rollout outcome; a JSON merge patch
+        guarded by the resourceVersion just read, so it never lands on another object."""
+        namespace, name = split_object_name(version.object_name)
+        for _ in rounds():
+            existing = self._stored(version)
+            if existing is None:
+                raise TargetError(
+                    f"Secret {version.object_name} is no longer this installation's version "
+                    f"{version.version}; its rollout outcome was not recorded"
+                )
+            state = rollout.state if rollout is not None else None
+            patch = {
+                "metadata": {
+                    "annotations": {A_ROLLOUT: rollout.to_label() if rollout else None},
+                    "labels": {LABEL_ROLLOUT: state},
+                    "resourceVersion": existing["metadata"]["resourceVersion"],
+                }
+            }
+            try:
+                self.client.patch("Secret", namespace, name, patch)
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            return replace(version, rollout=rollout)
+        raise TargetError(f"Secret {version.object_name} kept changing; outcome not recorded")
 
     def delete(self, version: VersionInfo) -> bool:
         """Delete an old version Secret (already gone counts as deleted)."""

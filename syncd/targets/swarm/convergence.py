@@ -71,8 +71,14 @@ def wait_converged(
     *,
     service_id: Callable[[Consumer], str],
     timeout: float,
+    rollback: bool = False,
 ) -> dict[str, ConvergenceError | None]:
-    """Wait for all ``consumers`` at once; the result is keyed by ``Consumer.label``."""
+    """Wait for all ``consumers`` at once; the result is keyed by ``Consumer.label``.
+
+    ``rollback``: the consumers are going back to a version they ran before, by syncd's
+    update or by their own ``FailureAction: rollback``: ``rollback_started`` is progress and
+    ``rollback_completed`` is done (once the tasks are running, as for any update).
+    """
     deadline = time.monotonic() + timeout
     pending = {c.label: _Watch(c) for c in consumers}
     results: dict[str, ConvergenceError | None] = {}
@@ -81,7 +87,9 @@ def wait_converged(
         try:
             nodes = _active_nodes(api)
             for label, watch in list(pending.items()):
-                done, error = _poll(api, watch, service_id(watch.consumer), nodes)
+                done, error = _poll(
+                    api, watch, service_id(watch.consumer), nodes, rollback=rollback
+                )
                 if done:
                     results[label] = error
                     del pending[label]
@@ -116,7 +124,7 @@ def _active_nodes(api: DockerApi) -> set[str]:
 
 
 def _poll(
-    api: DockerApi, watch: _Watch, service_id: str, nodes: set[str]
+    api: DockerApi, watch: _Watch, service_id: str, nodes: set[str], *, rollback: bool = False
 ) -> tuple[bool, ConvergenceError | None]:
     """One look at one consumer: ``(finished, error)``."""
     consumer = watch.consumer
@@ -127,13 +135,14 @@ def _poll(
     status = service.get("UpdateStatus") or {}
     state = status.get("State")
     message = status.get("Message") or ""
-    if state == "paused" or (state or "").startswith("rollback"):
+    restoring = rollback and state in ("rollback_started", "rollback_completed")
+    if state == "paused" or ((state or "").startswith("rollback") and not restoring):
         return True, ConvergenceError(
             f"{consumer.label}: update {state}"
             + (f": {message}" if message else "")
             + "; the old version stays in place"
         )
-    if state == "completed" and watch.converged_at is None:
+    if state in ("completed", "rollback_completed") and watch.converged_at is None:
         return True, None
     now = time.monotonic()
     if watch.converged_at is not None and now - watch.converged_at >= monitor:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.model import NewVersion, VersionInfo
+from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 
 LABEL_MANAGED = "syncd.managed-by"
@@ -26,6 +26,8 @@ LABEL_KEYS = "syncd.keys"
 LABEL_SOURCE = "syncd.source"
 LABEL_CREATED = "syncd.created-at"
 LABEL_ROLE = "syncd.role"
+#: How a version's rollout failed (``Rollout`` as JSON); absent on healthy versions.
+LABEL_ROLLOUT = "syncd.rollout"
 #: The listing filter for every object syncd manages, of any installation.
 MANAGED_FILTER = {"label": f"{LABEL_MANAGED}={MANAGED_BY}"}
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -78,6 +80,7 @@ def version_info(secret: Mapping[str, Any]) -> VersionInfo | None:
             keys={str(k): str(v) for k, v in keys.items()},
             source=labels.get(LABEL_SOURCE, ""),
             created_at=labels.get(LABEL_CREATED, ""),
+            rollout=Rollout.from_label(labels.get(LABEL_ROLLOUT)),
         )
     except (KeyError, ValueError):
         return None

@@ -19,12 +19,13 @@ import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
-from syncd.model import Consumer, Finding, NewVersion, VersionInfo
+from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 from syncd.registry import missing_modules
 from syncd.render import FOR_EACH, source_parts
 from syncd.targets.base import (
@@ -42,6 +43,7 @@ from syncd.targets.swarm.labels import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NAME,
+    LABEL_ROLLOUT,
     LABEL_SOURCE,
     LABEL_VERSION,
     MANAGED_BY,
@@ -350,6 +352,35 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             del self._secrets[version.object_name]  # its version index moved
         return True
 
+    def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
+        """Relabel a version with its rollout outcome, read afresh so that two marks in one
+        cycle (rolling back, then rolled back) each see the other's version index."""
+        for attempt in range(1, REPOINT_ATTEMPTS + 1):
+            secret = self._api.named("secrets", version.object_name)
+            labels = labels_of(secret) if secret is not None else {}
+            if (
+                secret is None
+                or owner(labels) != self.instance
+                or labels.get(LABEL_FINGERPRINT) != version.fingerprint
+            ):
+                raise TargetError(
+                    f"{version.object_name} is no longer this installation's version "
+                    f"{version.version}; its rollout outcome was not recorded"
+                )
+            marked = {k: v for k, v in labels.items() if k != LABEL_ROLLOUT}
+            if rollout is not None:
+                marked[LABEL_ROLLOUT] = rollout.to_label()
+            try:
+                self._api.update_labels("secrets", secret, marked)
+            except OutOfSequence:
+                if attempt < REPOINT_ATTEMPTS:
+                    continue
+                raise
+            finally:
+                self._secrets.pop(version.object_name, None)  # its version index moved
+            return replace(version, rollout=rollout)
+        raise TargetError(f"{version.object_name} kept changing; its outcome was not recorded")
+
     def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
         """Label a hand-made secret named exactly like the logical secret as version 1.
 
@@ -493,13 +524,20 @@ class SwarmTarget(Target[SwarmTargetConfig]):
             self._ids[name] = secret["ID"]
         return self._ids[name]
 
-    def repoint(self, consumer: Consumer, swaps: Mapping[str, VersionInfo]) -> None:
+    def repoint(
+        self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
+    ) -> None:
         """One service update swapping every reference in ``swaps``; target files stay put.
+
+        A rollback is the same update the other way; a service whose own ``FailureAction:
+        rollback`` already moved it back no longer references the failed version, and is
+        not updated again (that would restart the rollout the orchestrator just undid).
 
         The full inspected spec goes back unchanged except for the swapped ``SecretID`` and
         ``SecretName``, guarded by the spec's version index; when another writer got in
         between (``update out of sequence``) the spec is inspected again and the swap retried.
         """
+        del rollback  # the same update either way
         new_ids = {old: self._secret_id(v.object_name) for old, v in swaps.items()}
         service_id = self._service_id(consumer)
         for attempt in range(1, REPOINT_ATTEMPTS + 1):
@@ -542,11 +580,11 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         )
 
     def wait_converged(
-        self, consumers: Sequence[Consumer], *, timeout: float
+        self, consumers: Sequence[Consumer], *, timeout: float, rollback: bool = False
     ) -> dict[str, ConvergenceError | None]:
         """Wait as ``docker service update --detach=false`` does (see ``convergence``)."""
         return convergence.wait_converged(
-            self._api, consumers, service_id=self._service_id, timeout=timeout
+            self._api, consumers, service_id=self._service_id, timeout=timeout, rollback=rollback
         )
 
     # ------------------------------------------------------------------ collection
