@@ -43,9 +43,10 @@ from syncd.render import (
     source_parts,
     source_reference,
 )
-from syncd.swap import Swap, parse_stamp, report, stamp
+from syncd.rollout_plan import RolloutPlanner
+from syncd.swap import Swap
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
-from syncd.work import Work, describe, failed_item, is_transient, stale_consumers
+from syncd.work import Work, describe, failed_item, is_transient
 
 log = logging.getLogger("syncd.engine")
 
@@ -148,11 +149,18 @@ class Engine:
         self.swap = Swap(
             self.target, schedule=(config.daemon.backoff_min, config.daemon.backoff_max)
         )
-        #: wall time, for rotation windows and retry times stored in the target
-        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         #: how a settling cut-over waits (tests replace it)
         self.sleep: Callable[[float], None] = time.sleep
-        self._ignore_window = False
+        self.rollouts = RolloutPlanner(now=lambda: datetime.now(UTC), converged=self.swap.converged)
+
+    @property
+    def now(self) -> Callable[[], datetime]:
+        """Wall time, for rotation windows and the retry times stored in the target."""
+        return self.rollouts.now
+
+    @now.setter
+    def now(self, clock: Callable[[], datetime]) -> None:
+        self.rollouts.now = clock
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,7 +227,7 @@ class Engine:
         """
         wanted = self._with_groups(set(names)) if names is not None else None
         secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
-        self._ignore_window = ignore_window
+        self.rollouts.ignore_window = ignore_window
         prune = (wanted is None if prune is None else prune) and self.config.prune
         before = self.calls.total(TARGET_COUNTER)
         try:
@@ -745,123 +753,8 @@ class Engine:
                 if c.missing
             )
             work.consumers = [c for c in result if not c.missing]
-            self._plan_swap(work)
-        self._plan_groups(works)
-
-    def _plan_swap(self, work: Work) -> None:
-        """What this cycle does with the secret's consumers: repoint them, finish a
-        rollback, wait for the window, or report a failed version."""
-        stale = stale_consumers(work)
-        work.item.consumers = sorted(c.label for c in stale)
-        if work.new is None and work.failed is not None and work.failed.rollout is not None:
-            self._plan_failed(work, bool(stale))
-            return
-        if not stale:
-            if work.new is None:
-                self._plan_unconverged(work)
-            return
-        if self._outside_window(work) or work.new is not None:
-            return
-        work.item.action = "repoint"
-        for consumer in stale:
-            if consumer.refs.get(work.secret.name):
-                log.warning(
-                    "%s references an old version of %s; repointing it",
-                    consumer.label,
-                    work.secret.name,
-                )
-
-    def _plan_failed(self, work: Work, stale: bool) -> None:
-        """The newest version failed: report it, and finish a rollback that is due."""
-        failed = work.failed
-        assert failed is not None and failed.rollout is not None
-        rollout = failed.rollout
-        work.why = f"v{failed.version} did not converge (at {rollout.at})"
-        if rollout.state == "held" or work.current is None:
-            work.repoint = False
-            report(
-                work,
-                "held",
-                f"{work.why}; consumers are left as they are (on_failure: hold). "
-                f"v{failed.version} is not tried again; a new upstream value is",
-            )
-            return
-        if rollout.state == "rolled-back" and not stale:
-            work.repoint = False
-            report(
-                work,
-                "rolled-back",
-                f"{work.why} and was rolled back to v{work.current.version}; "
-                f"v{failed.version} is not tried again, a new upstream value is",
-            )
-            return
-        retry = parse_stamp(rollout.retry_at) if rollout.retry_at else None
-        if retry is not None and retry > self.now():
-            work.repoint = False
-            report(
-                work,
-                "rolling-back",
-                f"rolling v{failed.version} back to v{work.current.version}: attempt "
-                f"{rollout.attempts} did not converge; retrying at {rollout.retry_at}",
-                until=rollout.retry_at,
-            )
-            return
-        work.rollback = True
-        report(work, "rolling-back", f"{work.why}; rolling back to v{work.current.version}")
-
-    def _plan_unconverged(self, work: Work) -> None:
-        """A consumer on the current version whose rollout failed or hasn't finished is
-        reported every cycle, not only in the cycle that repointed it (its trouble may not be
-        this version's, so it is not rolled back for it)."""
-        stuck = [c for c in work.consumers if c.unconverged and c.refs.get(work.secret.name)]
-        if stuck and work.current is not None:
-            detail = "; ".join(f"{c.label}: {c.unconverged}" for c in stuck)
-            work.fail(
-                f"consumers have not converged on v{work.current.version}: {detail}",
-                "convergence",
-            )
-
-    def _outside_window(self, work: Work) -> bool:
-        """Outside its rotation window, a secret's consumers wait (a new version is still
-        created: that restarts nothing)."""
-        window = work.secret.window
-        if window is None or self._ignore_window:
-            return False
-        now = self.now()
-        if window.is_open(now):
-            return False
-        opens = stamp(window.next_open(now))
-        work.repoint = False
-        work.item.outcome, work.item.until = "waiting-window", opens
-        work.item.notes.append(
-            f"waiting for window until {opens} ({window.describe()}): consumers are repointed then"
-        )
-        return True
-
-    def _plan_groups(self, works: Sequence[Work]) -> None:
-        """A group swaps as one: while a member can't (its source failed), no member's
-        consumers are repointed, so none runs a new user with an old password."""
-        members: dict[str, list[Work]] = defaultdict(list)
-        for work in works:
-            if work.secret.group:
-                members[work.secret.group].append(work)
-        for group, group_works in members.items():
-            broken = sorted(
-                w.secret.name
-                for w in group_works
-                if w.item.error is not None
-                and w.item.outcome not in ("rolled-back", "held", "rolling-back")
-            )
-            if not broken:
-                continue
-            for work in group_works:
-                if work.item.error is None and work.repoint and not work.rollback:
-                    work.repoint = False
-                    if work.item.consumers or work.new is not None:
-                        work.item.notes.append(
-                            f"group {group}: consumers wait until {', '.join(broken)} can be "
-                            "swapped too"
-                        )
+            self.rollouts.plan(work)
+        self.rollouts.plan_groups(works)
 
     # ------------------------------------------------------------------ prune
 

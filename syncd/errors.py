@@ -58,7 +58,16 @@ class TargetError(SyncdError):
 
 
 class ConvergenceError(TargetError):
-    """A consumer did not converge on a new version (timeout, paused, rolled back)."""
+    """A consumer did not converge on a new version (timeout, paused, rolled back).
+
+    ``blame`` says whether the failure may be the version's: a rollout that failed or timed
+    out may be, and is rolled back; one an operator paused (a paused Deployment, an Argo
+    Rollout waiting for promotion) is not, and is only reported.
+    """
+
+    def __init__(self, message: str, *, blame: bool = True) -> None:
+        super().__init__(message)
+        self.blame = blame
 
 
 class NotLeaderError(TargetError):

@@ -89,6 +89,9 @@ class Moved:
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: secret -> (why a repoint never landed: an API error, whether it may pass by itself)
     unreached: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    #: secret -> consumers an operator paused: they can't converge, but not for the
+    #: version's sake, so they are reported and nothing is rolled back
+    paused: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     seconds: float = 0.0
 
 
@@ -99,6 +102,9 @@ class Swap:
         self.target = target
         #: the retry schedule of a rollback that didn't converge (``daemon.backoff_*``)
         self.schedule = schedule
+        #: versions this process saw every consumer converge on (a consumer unconverged on
+        #: one of them later is not this swap's failure)
+        self.converged: set[str] = set()
 
     def apply(
         self,
@@ -167,7 +173,8 @@ class Swap:
     # ------------------------------------------------------------------ roll forward
 
     def roll_forward(self, works: Sequence[Work]) -> Moved:
-        """Repoint each stale consumer once (all its secrets together), then wait for all."""
+        """Repoint each stale consumer once (all its secrets together), then wait for all,
+        with the consumers whose rollout a crash interrupted (``Work.pending``)."""
         live = [
             w
             for w in works
@@ -177,6 +184,15 @@ class Swap:
         by_name = {w.secret.name: w for w in live}
         for name, (message, transient) in moved.unreached.items():
             by_name[name].fail(message, "target", transient=transient)
+        for name, reasons in moved.paused.items():
+            by_name[name].fail(f"did not converge: {'; '.join(reasons)}", "convergence")
+        for work in live:
+            if (
+                work.current is not None
+                and work.item.error is None
+                and not moved.failed.get(work.secret.name)
+            ):
+                self.converged.add(work.current.object_name)
         return moved
 
     def _move(self, works: Sequence[Work], *, rollback: bool) -> Moved:
@@ -196,6 +212,9 @@ class Swap:
                     if work.current.object_name in consumer.refs.get(work.secret.name, ()):
                         waiting.setdefault(consumer.label, consumer)
                         secrets_of[consumer.label].add(work.secret.name)
+            for consumer in work.pending if not rollback else ():
+                waiting.setdefault(consumer.label, consumer)
+                secrets_of[consumer.label].add(work.secret.name)
             for consumer in stale_consumers(work):
                 consumers[consumer.label] = consumer
                 secrets_of[consumer.label].add(work.secret.name)
@@ -231,8 +250,10 @@ class Swap:
             if error is None:
                 moved.converged.add(label)
             else:
+                blamed = moved.failed if getattr(error, "blame", True) else moved.paused
+                said = str(error) if str(error).startswith(label) else f"{label}: {error}"
                 for name in secrets_of[label]:
-                    moved.failed[name].append(f"{label}: {error}")
+                    blamed[name].append(said)
         for name in moved.touched:
             _now_on_current(by_name[name], set(waiting))
         return moved
@@ -326,7 +347,8 @@ class Swap:
         for work in todo:
             assert work.failed is not None and work.current is not None
             failed, back = work.failed, work.current
-            reasons = list(moved.failed.get(work.secret.name, []))
+            name = work.secret.name
+            reasons = [*moved.failed.get(name, []), *moved.paused.get(name, [])]
             if work.secret.name in moved.unreached:
                 reasons.append(moved.unreached[work.secret.name][0])
             if reasons:
@@ -466,3 +488,4 @@ def _now_on_current(work: Work, touched: set[str]) -> None:
         else c
         for c in work.consumers
     ]
+    work.pending = []

@@ -48,6 +48,9 @@ class Work:
     #: stale consumers are repointed this cycle (False: waiting for the window, held, or a
     #: rollback whose retry isn't due)
     repoint: bool = True
+    #: consumers already on ``current`` whose rollout a crash (or a restart) interrupted:
+    #: waited for without a repoint, and their failure is the swap's failure
+    pending: list[Consumer] = field(default_factory=list)
     #: why the newest version failed, for the messages of the steps after
     why: str = ""
 

@@ -39,6 +39,9 @@ class Service:
     #: when it fails to converge, the orchestrator rolls it back by itself (Swarm's
     #: FailureAction: rollback); otherwise it stays on the failed spec (pause, K8s)
     native_rollback: bool = True
+    #: an operator paused its rollout (a paused Deployment): it can't converge, not the
+    #: version's fault
+    paused: bool = False
     keeps_previous: bool = True
     #: the orchestrator says this service's rollout is stuck
     unconverged: str | None = None
@@ -148,9 +151,13 @@ class MemoryTarget(Target[MemoryTargetConfig]):
             for svc in self.world.services.values():
                 mine = frozenset(r for r in svc.refs if r in objs)
                 if mine:
+                    failing = "new tasks failing" if svc.refs & svc.bad else None
                     found.append(
                         Consumer(
-                            "service", svc.name, refs={spec.name: mine}, unconverged=svc.unconverged
+                            "service",
+                            svc.name,
+                            refs={spec.name: mine},
+                            unconverged=svc.unconverged or failing,
                         )
                     )
             if isinstance(spec.consumers, list):
@@ -184,7 +191,9 @@ class MemoryTarget(Target[MemoryTargetConfig]):
         out: dict[str, ConvergenceError | None] = {}
         for c in consumers:
             svc = self.world.services[c.name]
-            if svc.converge and not svc.refs & svc.bad:
+            if svc.paused:
+                out[c.label] = ConvergenceError("paused by an operator", blame=False)
+            elif svc.converge and not svc.refs & svc.bad:
                 out[c.label] = None
             elif svc.native_rollback and not rollback and svc.previous:
                 svc.refs, svc.previous = svc.previous, svc.refs  # rolled back

@@ -304,3 +304,126 @@ def test_ignore_window_repoints_now(write_config, world):
     rotate(engine.config.path, api=new_value())
     assert engine.run_cycle(ignore_window=True).ok
     assert world.services["web"].refs == {"api-v2"}
+
+
+def test_a_crash_during_the_forward_wait_is_rolled_back_by_the_next_run(write_config, world):
+    """The process died while waiting for consumers on v2: a fresh run waits again and,
+    when they fail, rolls back."""
+    engine, path = bad_rotation(write_config, world)
+    world.crash_on = "wait web"
+    with pytest.raises(Crash):
+        engine.run_cycle()
+    assert world.services["web"].refs == {"api-v2"} and rollout_of(world, "api-v2") is None
+    world.log.clear()
+    result = only(Engine(load_config(path)).run_cycle(), "api")
+    assert world.log == [
+        "wait web",
+        "mark api-v2 rolling-back",
+        "roll back web",
+        "wait rollback web",
+        "mark api-v2 rolled-back",
+    ]
+    assert result.outcome == "rolled-back" and world.services["web"].refs == {"api-v1"}
+
+
+def test_a_consumer_that_breaks_after_its_swap_converged_is_reported_not_rolled_back(
+    write_config, world
+):
+    """This process saw v2 converge: a later failure of the consumer is not v2's."""
+    engine, _ = bad_rotation(write_config, world)
+    world.services["web"].bad = set()
+    assert engine.run_cycle().ok
+    world.services["web"].unconverged = "update paused"  # someone else's update failed
+    world.log.clear()
+    item = only(engine.run_cycle(), "api")
+    assert world.log == [] and item.outcome is None
+    assert "have not converged on v2" in (item.error or "")
+
+
+def test_an_old_version_whose_consumer_breaks_is_reported_not_rolled_back(write_config, world):
+    """Long after v2's swap (a fresh process: nothing remembered), a stuck consumer is
+    reported; only a rollout younger than twice the timeout is resumed."""
+    engine, path = bad_rotation(write_config, world)
+    world.services["web"].bad = set()
+    assert engine.run_cycle().ok
+    world.services["web"].unconverged = "update paused"
+    later = Engine(load_config(path))
+    later.now = lambda: datetime.now(UTC) + timedelta(hours=1)
+    world.log.clear()
+    item = only(later.run_cycle(), "api")
+    assert world.log == [] and item.outcome is None and item.error
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def test_the_daemon_counts_rollbacks_flags_failed_versions_and_says_so_in_readyz(
+    write_config, world
+):
+    from prometheus_client import generate_latest
+
+    from syncd.daemon import Daemon
+
+    _, path = bad_rotation(write_config, world, daemon={"listen": "127.0.0.1:0"})
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.run_group(None, ["api"])
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert 'syncd_rollbacks_total{secret="api"} 1.0' in text
+        assert 'syncd_failed_versions{secret="api"} 1.0' in text
+        assert daemon.health.outcome_lines() == ["api: rolled-back"]
+        assert daemon.scheduler.get_job("retry:api") is None  # final: nothing to retry
+        daemon.run_group(None, ["api"])  # reported again, not counted again
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert 'syncd_rollbacks_total{secret="api"} 1.0' in text
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        daemon.engine.close()
+
+
+def test_the_plan_has_a_symbol_per_outcome(write_config, world, capsys):
+    from syncd.cli import main
+
+    _, path = bad_rotation(write_config, world)
+    assert main(["--config", str(path), "--once"]) == 1
+    out = capsys.readouterr().out
+    assert "< api: v2 rolled-back (serving v1)" in out
+
+
+def test_ignore_window_needs_once(write_config, world, capsys):
+    from syncd.cli import EXIT_USAGE, main
+
+    path = memory_config(write_config, world_name(world), {"api": new_value()})
+    assert main(["--config", str(path), "--ignore-window"]) == EXIT_USAGE
+    assert "--ignore-window needs --once" in capsys.readouterr().err
+
+
+def test_a_group_runs_with_the_shortest_refresh_of_its_members(write_config, world):
+    from syncd.daemon import Daemon
+
+    path = memory_config(
+        write_config,
+        world_name(world),
+        {"db-user": new_value(), "db-pass": new_value(), "other": new_value()},
+        secrets=[
+            secret("db-user", group="db", refresh="1h"),
+            secret("db-pass", group="db", refresh="10s"),
+            secret("other", refresh="1h"),
+        ],
+        daemon={"listen": None},
+    )
+    daemon = Daemon(path)
+    try:
+        assert daemon.groups() == {10.0: ["db-user", "db-pass"], 3600.0: ["other"]}
+    finally:
+        daemon.engine.close()
+
+
+def test_a_rollout_an_operator_paused_is_reported_not_rolled_back(write_config, world):
+    engine, _ = bad_rotation(write_config, world)
+    world.services["web"].bad = set()
+    world.services["web"].paused = True
+    result = only(engine.run_cycle(), "api")
+    assert result.outcome is None and "paused by an operator" in (result.error or "")
+    assert world.services["web"].refs == {"api-v2"} and rollout_of(world, "api-v2") is None

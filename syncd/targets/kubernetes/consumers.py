@@ -258,7 +258,9 @@ class Consumers:
                     results[label] = None
                     del pending[label]
                 elif message.startswith(FAILED):
-                    results[label] = ConvergenceError(message.removeprefix(FAILED))
+                    results[label] = ConvergenceError(
+                        message.removeprefix(FAILED), blame=not _paused(obj)
+                    )
                     del pending[label]
                 else:
                     last[label] = message
@@ -303,6 +305,14 @@ class Consumers:
                 label = f"{obj['kind']}/{namespace}/{obj['metadata']['name']}"
                 findings.extend(missing_refs(label, obj, keys))
         return findings
+
+
+def _paused(obj: Mapping[str, Any]) -> bool:
+    """An operator paused the rollout (a paused Deployment, a Rollout waiting to be
+    promoted): it can't finish, but that says nothing against the version."""
+    if obj.get("kind") == "Deployment":
+        return bool((obj.get("spec") or {}).get("paused"))
+    return (obj.get("status") or {}).get("phase") == "Paused"
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:

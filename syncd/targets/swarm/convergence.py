@@ -138,9 +138,7 @@ def _poll(
     restoring = rollback and state in ("rollback_started", "rollback_completed")
     if state == "paused" or ((state or "").startswith("rollback") and not restoring):
         return True, ConvergenceError(
-            f"{consumer.label}: update {state}"
-            + (f": {message}" if message else "")
-            + "; the old version stays in place"
+            f"{consumer.label}: update {state}" + (f": {message}" if message else "")
         )
     if state in ("completed", "rollback_completed") and watch.converged_at is None:
         return True, None
