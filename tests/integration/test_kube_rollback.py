@@ -126,9 +126,12 @@ def test_hold_leaves_the_workload_on_the_failed_version_and_reports(
     assert "# app: v2 held" in plan.stdout, plan.stdout
 
 
+@pytest.mark.parametrize("crash_in", ["wait_converged", "repoint"])
 def test_a_restart_in_the_middle_of_a_rollback_is_finished_by_the_next_run(
-    api: Any, ns: str, project: Project
+    api: Any, ns: str, project: Project, crash_in: str
 ) -> None:
+    """``wait_converged``: the process dies while waiting for the new version's rollout;
+    ``repoint``: after marking the version rolling-back, before the update back."""
     project.values(app=new_value())
     path = project.config([{"name": "app", "from": ref("app"), "timeout": "20s"}])
     assert project.cycle(path).ok
@@ -142,18 +145,19 @@ def test_a_restart_in_the_middle_of_a_rollback_is_finished_by_the_next_run(
     class Crash(BaseException):
         """The process dying: nothing in syncd may catch it."""
 
-    real_repoint = engine.target.repoint
+    real = getattr(engine.target, crash_in)
 
-    def dying(consumer: Any, swaps: Any, *, rollback: bool = False) -> None:
-        if rollback:
+    def dying(*args: Any, rollback: bool = False, **kwargs: Any) -> Any:
+        if rollback or crash_in == "wait_converged":
             raise Crash
-        real_repoint(consumer, swaps, rollback=rollback)
+        return real(*args, rollback=rollback, **kwargs)
 
-    engine.target.repoint = dying  # type: ignore[method-assign]
+    setattr(engine.target, crash_in, dying)
     with pytest.raises(Crash):
         engine.run_cycle()
     engine.close()
-    assert rollout_state(api, ns, "app-v2") == "rolling-back"
+    expected = "rolling-back" if crash_in == "repoint" else None
+    assert rollout_state(api, ns, "app-v2") == expected
     assert template_refs(api, ns, "Deployment", "web") == {"app-v2"}  # stuck half-moved
 
     result = project.cycle(path)
