@@ -284,16 +284,17 @@ class Swap:
         what = f"consumers did not converge on v{failed.version} after {seconds:.0f}s ({reason})"
         work.why = what
         log.error("%s: %s", work.secret.name, what)
-        hold = work.secret.on_failure == "hold" or work.secret.spec.strategy == "in-place"
-        if hold or previous is None:
+        in_place = work.secret.spec.strategy == "in-place"
+        if work.secret.on_failure == "hold" or in_place or previous is None:
             why = (
                 "on_failure: hold"
                 if work.secret.on_failure == "hold"
                 else "an in-place secret has no previous version to go back to"
-                if work.secret.spec.strategy == "in-place"
+                if in_place
                 else "there is no earlier version to go back to"
             )
-            work.failed = self._mark(work, failed, Rollout("held", utc_now()))
+            if not in_place:  # one object holds every version of it: nothing to mark
+                work.failed = self._mark(work, failed, Rollout("held", utc_now()))
             work.current = previous or failed
             report(
                 work,

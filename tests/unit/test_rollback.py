@@ -427,3 +427,12 @@ def test_a_rollout_an_operator_paused_is_reported_not_rolled_back(write_config, 
     result = only(engine.run_cycle(), "api")
     assert result.outcome is None and "paused by an operator" in (result.error or "")
     assert world.services["web"].refs == {"api-v2"} and rollout_of(world, "api-v2") is None
+
+
+def test_an_in_place_secret_that_fails_is_held_without_a_mark(write_config, world):
+    """Its one object holds every version: there is nothing to go back to or to mark."""
+    engine, _ = bad_rotation(write_config, world, secrets=[secret("api", strategy="in-place")])
+    world.log.clear()
+    item = only(engine.run_cycle(), "api")
+    assert item.outcome == "held" and "in-place" in (item.error or "")
+    assert not [step for step in world.log if step.startswith("mark")]
