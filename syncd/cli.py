@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from syncd.display import shown
+from syncd.model import ROLLOUT_STATES
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -379,7 +380,7 @@ def _report(result: CycleResult, *, output: str) -> None:
     for item in result.items:
         symbol = _OUTCOME_SYMBOL.get(item.outcome or "", _SYMBOL[item.action])
         line = f"{symbol} {shown(item.name)}: "
-        if item.outcome in ("rolled-back", "rolling-back", "held"):
+        if item.outcome in ROLLOUT_STATES:
             line += f"v{item.failed_version} {item.outcome}" + (
                 f" (serving v{item.version})" if item.version else ""
             )

@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,8 @@ from syncd.display import shown
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.metrics import Metrics
-from syncd.model import PlanItem
+from syncd.model import ROLLOUT_STATES, PlanItem
+from syncd.swap import parse_stamp
 
 if TYPE_CHECKING:
     from syncd.leader import LeaderElector
@@ -245,7 +246,7 @@ class Daemon:
     def _note_outcome(self, item: PlanItem) -> None:
         """Keep what ``/readyz`` says besides failures: who waits for a window, and which
         versions failed."""
-        if item.outcome in ("waiting-window", "rolled-back", "held", "rolling-back"):
+        if item.outcome == "waiting-window" or item.outcome in ROLLOUT_STATES:
             self.health.outcomes[item.name] = (item.outcome, item.until)
         else:
             self.health.outcomes.pop(item.name, None)
@@ -426,12 +427,9 @@ _TEXT = "text/plain; charset=utf-8"
 
 
 def _parse_time(text: str) -> datetime | None:
-    """A ``YYYY-MM-DDTHH:MM:SSZ`` time from the engine, a second late (so it is due)."""
-    try:
-        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return moment + timedelta(seconds=1)
+    """A time the engine stored or reported, a second late (so it is due)."""
+    moment = parse_stamp(text)
+    return None if moment is None else moment + timedelta(seconds=1)
 
 
 def _identity() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from syncd.engine import CycleResult
+from syncd.model import ROLLOUT_STATES
 
 _RESULTS = {
     "create": "created",
@@ -106,7 +107,7 @@ class Metrics:
                 self.convergence_failures.labels(item.name).inc()
             if item.rollback_done:
                 self.rollbacks.labels(item.name).inc()
-            failed = item.outcome in ("rolled-back", "held", "rolling-back")
+            failed = item.outcome in ROLLOUT_STATES
             self.failed_versions.labels(item.name).set(1 if failed else 0)
             self.waiting_window.labels(item.name).set(item.outcome == "waiting-window")
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from syncd.model import ROLLOUT_STATES
 from syncd.swap import parse_stamp, previous_healthy, report, stamp
 from syncd.work import Work, stale_consumers
 
@@ -160,8 +161,7 @@ class RolloutPlanner:
             broken = sorted(
                 w.secret.name
                 for w in group_works
-                if w.item.error is not None
-                and w.item.outcome not in ("rolled-back", "held", "rolling-back")
+                if w.item.error is not None and w.item.outcome not in ROLLOUT_STATES
             )
             if not broken:
                 continue
