@@ -445,13 +445,16 @@ class Rig:
         return next((i for i in self.items(since) if i.name == name and i.error), None)
 
     def settled(self) -> bool:
-        """Both secrets are in the target and the last cycle had no error: what the target
-        holds now stays (a cycle with no upstream change writes nothing)."""
+        """Both secrets are in the target and the last cycle had no error and wrote nothing:
+        what the target holds now stays. (A cycle that lands a change can leave metadata for
+        the next one, e.g. the source reference a fresh listing returns, so a cycle with
+        errors gone is not yet enough.)"""
         done = list(self.results)
         return (
             bool(done)
             and all(self.value(k) is not None for k in self.names)
             and all(not i.error for i in done[-1][1].items)
+            and done[-1][1].target_writes == 0
         )
 
     def value(self, key: str) -> bytes | None:

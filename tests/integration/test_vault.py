@@ -676,14 +676,17 @@ def test_renewal_at_two_thirds_of_ttl_then_login_at_max_ttl(
     h: Harness, env: dict[str, str], prod: hvac.Client, prefix: str
 ) -> None:
     put(prod, f"{prefix}/r", {"v": new_value()})
-    p = _approle_provider(h, env, prod, prefix, token_ttl="3s", token_max_ttl="5s")
+    # TTLs of seconds, not minutes, keep the test short; 6 s / 10 s rather than less leaves
+    # every timer at least a second of slack on a loaded machine
+    p = _approle_provider(h, env, prod, prefix, token_ttl="6s", token_max_ttl="10s")
     r = ref(f"{prefix}/r", key="v")
     assert numbers(p.versions([r])) == {r: "1"}
     assert h.counts() == {"login": 1, "read_metadata": 1}
-    time.sleep(2.5)  # past 2/3 of 3 s: the timer renewed between "cycles"
+    time.sleep(5.0)  # past 2/3 of 6 s: the timer renewed between "cycles"
     assert h.counts().get("renew") == 1
-    # renewed again at ~4 s but capped by the 5 s max TTL, so the next step was a fresh login
-    time.sleep(3.0)
+    # renewed again at ~8 s but capped by the 10 s max TTL (2 s granted), so the next step,
+    # at ~9.3 s, was a fresh login
+    time.sleep(6.0)
     assert h.counts()["login"] == 2 and h.counts()["renew"] == 2
     assert numbers(p.versions([r])) == {
         r: "1"
