@@ -81,9 +81,7 @@ class CycleResult:
                     "changed_keys": i.changed_keys,
                     "consumers": i.consumers,
                     "deleted": i.deleted,
-                    "error": i.error,
-                    "error_kind": i.error_kind,
-                    "transient": i.transient,
+                    "error": i.error_document(),
                     "notes": i.notes,
                     "outcome": i.outcome,
                     "until": i.until,
@@ -113,6 +111,21 @@ class Expansion:
     complete: bool
     #: generated secret name -> the template it came from
     templates: dict[str, str] = field(default_factory=dict)
+
+
+def _limited(expansion: Expansion, only: set[str], declared: set[str]) -> Expansion:
+    """``expansion`` without the generated secrets a pass limited to ``only`` didn't ask for
+    (a template asked for by its own name keeps all of its secrets); a template's own
+    failure (its listing) stays, since it may hide the name asked for."""
+
+    def wanted(name: str) -> bool:
+        return name in only or expansion.templates.get(name, "") in only
+
+    return replace(
+        expansion,
+        secrets=[s for s in expansion.secrets if wanted(s.name)],
+        errors=[e for e in expansion.errors if wanted(e.name) or e.name in declared],
+    )
 
 
 class Engine:
@@ -226,15 +239,15 @@ class Engine:
         ``ignore_window`` repoints consumers outside their rotation window.
         """
         wanted = self._with_groups(set(names)) if names is not None else None
-        secrets = [s for s in self.config.secrets if wanted is None or s.name in wanted]
+        secrets = self._chosen(wanted)
         self.rollouts.ignore_window = ignore_window
         prune = (wanted is None if prune is None else prune) and self.config.prune
         before = self.calls.total(TARGET_COUNTER)
         try:
             if dry_run:
-                items = self._cycle(secrets, dry_run=True, prune=prune)
+                items = self._cycle(secrets, dry_run=True, prune=prune, only=wanted)
             else:
-                items = self._locked_cycle(secrets, prune=prune)
+                items = self._locked_cycle(secrets, prune=prune, only=wanted)
         finally:
             self.redactor.clear()
         return CycleResult(
@@ -244,17 +257,32 @@ class Engine:
             dry_run=dry_run,
         )
 
+    def _chosen(self, wanted: set[str] | None) -> list[Secret]:
+        """The config's secrets a pass limited to ``wanted`` needs: those named, and every
+        ``for_each`` when a name isn't the config's (it may be one a listing makes)."""
+        if wanted is None:
+            return list(self.config.secrets)
+        declared = {s.name for s in self.config.secrets}
+        generated = bool(wanted - declared)
+        return [
+            s
+            for s in self.config.secrets
+            if s.name in wanted or (generated and s.spec.for_each is not None)
+        ]
+
     def _with_groups(self, names: set[str]) -> set[str]:
         """``names`` and every secret that shares a group with one of them."""
         groups = {s.group for s in self.config.secrets if s.name in names and s.group}
         return names | {s.name for s in self.config.secrets if s.group in groups}
 
-    def _locked_cycle(self, secrets: Sequence[Secret], *, prune: bool) -> list[PlanItem]:
+    def _locked_cycle(
+        self, secrets: Sequence[Secret], *, prune: bool, only: set[str] | None
+    ) -> list[PlanItem]:
         """A writing cycle: hold the target, repair leftovers, then plan and apply."""
         try:
             with self.target.exclusive():
                 self.target.repair()
-                return self._cycle(secrets, dry_run=False, prune=prune)
+                return self._cycle(secrets, dry_run=False, prune=prune, only=only)
         except TargetError as exc:  # the lock or the repair: nothing was written
             message = f"target unavailable: {exc}"
             return [failed_item(s.name, message, "target", exc.transient) for s in secrets]
@@ -381,7 +409,7 @@ class Engine:
                 continue
             listed = self._list_keys(secret.source)
             if isinstance(listed, ProviderError):
-                errors.append(failed_item(secret.name, str(listed), "provider", listed.transient))
+                errors.append(failed_item(secret.name, str(listed), "provider", cause=listed))
                 complete = False
                 continue
             generated = {secret.spec.named(key): (key, ref) for key, ref in sorted(listed.items())}
@@ -477,7 +505,7 @@ class Engine:
             listed = self._list_keys(source)
             where = f"{source.describe()} (data_from of {work.secret.name!r})"
             if isinstance(listed, ProviderError):
-                work.fail(str(listed), "provider", transient=listed.transient)
+                work.fail(str(listed), "provider", cause=listed)
                 continue
             if not listed:
                 work.fail(f"{where}: the source holds no keys", "input")
@@ -496,11 +524,20 @@ class Engine:
 
     # ------------------------------------------------------------------ one cycle
 
-    def _cycle(self, secrets: Sequence[Secret], *, dry_run: bool, prune: bool) -> list[PlanItem]:
+    def _cycle(
+        self,
+        secrets: Sequence[Secret],
+        *,
+        dry_run: bool,
+        prune: bool,
+        only: set[str] | None = None,
+    ) -> list[PlanItem]:
         existing = self._existing(secrets)
         if isinstance(existing, list):
             return existing
         expansion = self.expand(secrets, existing)
+        if only is not None:
+            expansion = _limited(expansion, only, {s.name for s in self.config.secrets})
         works = [self._work(s, existing.get(s.name, []), expansion) for s in expansion.secrets]
         key = self._hmac_key(dry_run=dry_run)
         if isinstance(key, str):
@@ -647,7 +684,7 @@ class Engine:
             for work, key, ref in entries:
                 result = results.get(ref)
                 if isinstance(result, ProviderError):
-                    work.fail(str(result), "provider", transient=result.transient)
+                    work.fail(str(result), "provider", cause=result)
                 else:
                     work.tokens[key] = result
 
@@ -679,7 +716,7 @@ class Engine:
                 if result is None:
                     result = ProviderError(name, ref.describe(), "provider returned no value")
                 if isinstance(result, ProviderError):
-                    work.fail(str(result), "provider", transient=result.transient)
+                    work.fail(str(result), "provider", cause=result)
                     continue
                 self.redactor.register(result.value)
                 work.values[key] = result

@@ -172,6 +172,9 @@ class PlanItem:
     error_kind: ErrorKind | None = None
     #: the failure may pass by itself (throttled, unreachable, 5xx), as the provider judged it
     transient: bool = False
+    #: for a provider's error: which provider, and the reference it failed on
+    error_provider: str | None = None
+    error_ref: str | None = None
     #: Things worth saying that are not failures (a named consumer missing, a rollout going on).
     notes: list[str] = field(default_factory=list)
     #: how the swap ended when it didn't simply converge (see ``Outcome``)
@@ -182,6 +185,19 @@ class PlanItem:
     failed_version: int | None = None
     #: a rollback finished in this cycle (``syncd_rollbacks_total`` counts these)
     rollback_done: bool = False
+
+    def error_document(self) -> dict[str, object] | None:
+        """The error as ``--output json`` gives it: what, where from, and whether it may pass
+        by itself (a program retries a transient error and pages on the others)."""
+        if self.error is None:
+            return None
+        return {
+            "message": self.error,
+            "kind": self.error_kind,
+            "provider": self.error_provider,
+            "ref": self.error_ref,
+            "transient": self.transient,
+        }
 
     @property
     def changes(self) -> bool:

@@ -17,11 +17,30 @@ from syncd.model import Consumer, ErrorKind, Fetched, NewVersion, PlanItem, Vers
 from syncd.redact import REDACTOR
 
 
-def failed_item(name: str, message: str, kind: ErrorKind, transient: bool = False) -> PlanItem:
-    """An error item that never carries a value (the message is redacted)."""
-    return PlanItem(
-        name, "error", error=REDACTOR.redact(message), error_kind=kind, transient=transient
-    )
+def failed_item(
+    name: str,
+    message: str,
+    kind: ErrorKind,
+    transient: bool = False,
+    *,
+    cause: ProviderError | None = None,
+) -> PlanItem:
+    """An error item that never carries a value (the message is redacted); ``cause``, a
+    provider's error, also names the provider and reference and says if it is transient."""
+    item = PlanItem(name, "error")
+    _record(item, message, kind, transient, cause)
+    return item
+
+
+def _record(
+    item: PlanItem, message: str, kind: ErrorKind, transient: bool, cause: ProviderError | None
+) -> None:
+    item.error = REDACTOR.redact(message)
+    item.error_kind = kind
+    item.transient = cause.transient if cause is not None else transient
+    if cause is not None:
+        item.error_provider = cause.provider
+        item.error_ref = REDACTOR.redact(cause.ref)
 
 
 @dataclass
@@ -59,11 +78,16 @@ class Work:
         """The newest stored version: what the source is compared with."""
         return self.failed or self.current
 
-    def fail(self, message: str, kind: ErrorKind, *, transient: bool = False) -> None:
+    def fail(
+        self,
+        message: str,
+        kind: ErrorKind,
+        *,
+        transient: bool = False,
+        cause: ProviderError | None = None,
+    ) -> None:
         if self.item.error is None:
-            self.item.error = REDACTOR.redact(message)
-            self.item.error_kind = kind
-            self.item.transient = transient
+            _record(self.item, message, kind, transient, cause)
             self.item.action = "error"
             # report the version still served, not the one that failed to land
             self.item.version = self.current.version if self.current else None

@@ -108,8 +108,8 @@ def test_two_installations_side_by_side_touch_only_their_own(api, kube_env, ns, 
         assert [p["subject"] for p in problems] == (["secret/extra"] if project is blue else []), (
             problems
         )
-        run = project.syncd("names", "--config", str(path), "--format", "json")
-        assert json.loads(run.stdout) == expected
+        run = project.syncd("names", "--config", str(path), "-o", "json")
+        assert json.loads(run.stdout)["names"] == expected
 
 
 def test_two_installations_wanting_one_secret_name_get_a_clear_error(api, kube_env, ns, tmp_path):

@@ -466,9 +466,12 @@ def test_syncd_names_prints_the_name_a_manifest_uses(project):
         ]
     )
     assert project.cycle(path).ok
-    run = project.syncd("names", "--config", str(path), "--format", "json")
+    run = project.syncd("names", "--config", str(path), "-o", "json")
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"api_key": "api-key-v1", "chart-secret": "chart-secret"}
+    assert json.loads(run.stdout)["names"] == {
+        "api_key": "api-key-v1",
+        "chart-secret": "chart-secret",
+    }
 
 
 # ---------------------------------------------------------------------- stored metadata

@@ -216,7 +216,7 @@ def test_stack_deploy_pinning_with_names_and_revert_detection(
     )
 
     def names_env() -> dict[str, str]:
-        out = project.syncd("names", "--config", str(config), "--format", "env")
+        out = project.syncd("names", "--config", str(config), "-o", "env")
         assert out.returncode == 0, out.stderr
         return dict(line.split("=", 1) for line in out.stdout.splitlines())
 
@@ -248,8 +248,8 @@ def test_stack_deploy_pinning_with_names_and_revert_detection(
     assert f"service/{service} references an old version of {name}" in caplog.text
     assert [r["SecretName"] for r in swarm.service_secrets(service)] == [f"{name}-v2"]
 
-    out = project.syncd("names", "--config", str(config), "--format", "json")
-    assert json.loads(out.stdout) == {name: f"{name}-v2"}
+    out = project.syncd("names", "--config", str(config), "-o", "json")
+    assert json.loads(out.stdout)["names"] == {name: f"{name}-v2"}
     deploy(names_env())  # the current pin: nothing to repair
     quiet = project.cycle(config)
     assert [i.action for i in quiet.items] == ["unchanged"] and quiet.target_writes == 0
@@ -273,8 +273,9 @@ def test_bad_values_fail_alone_and_the_old_version_stays(swarm: Swarm, project: 
 
     assert run.returncode == 1
     report = {s["name"]: s for s in json.loads(run.stdout)["secrets"]}
-    assert "500 KiB" in report[big]["error"] and big in report[big]["error"]
-    assert "empty" in report[empty]["error"] and empty in report[empty]["error"]
+    assert "500 KiB" in report[big]["error"]["message"] and big in report[big]["error"]["message"]
+    assert "empty" in report[empty]["error"]["message"]
+    assert empty in report[empty]["error"]["message"]
     assert (report[fine]["action"], report[fine]["version"], report[fine]["error"]) == (
         "update",
         2,

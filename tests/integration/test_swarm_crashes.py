@@ -216,7 +216,7 @@ def test_the_run_that_loses_a_version_to_another_value_says_so(rig: SwapRig) -> 
     assert first.ok and first.items[0].version == before + 1, first.items
     assert late.returncode == 1
     (entry,) = json.loads(out)["secrets"]
-    error = entry["error"] or ""
+    error = (entry["error"] or {}).get("message", "")
     assert f"version {before + 1}" in error and "meanwhile" in error, error
     assert "remove" not in error and f"version {before + 2}" in error, error
     assert rig.assert_converged(keep=0) == before + 1

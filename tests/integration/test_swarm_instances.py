@@ -118,8 +118,8 @@ def test_two_installations_share_a_swarm(swarm: Swarm, project: Project) -> None
     refused = project.syncd("--config", str(intruder), "--once", "--output", "json")
     assert refused.returncode == 1
     (report,) = json.loads(refused.stdout)["secrets"]
-    assert f"belongs to syncd instance '{green}'" in report["error"], report
-    assert "target.naming" in report["error"]
+    assert f"belongs to syncd instance '{green}'" in report["error"]["message"], report
+    assert "target.naming" in report["error"]["message"]
     assert json.loads(refused.stdout)["target_calls"]["write"] == {"create-config": 1}
     # nor can blue import green's object as a hand-made secret
     importer = project.config(
@@ -158,8 +158,12 @@ def test_objects_from_before_installations_belong_to_the_default_one(
     )
     plan = project.syncd("--config", str(named), "--once", "--dry-run", "--output", "json")
     assert [s["action"] for s in json.loads(plan.stdout)["secrets"]] == ["create", "create"]
-    dry = project.syncd("--config", str(config), "--once", "--dry-run")
-    assert (dry.returncode, dry.stdout) == (0, f"= {token}: unchanged v1\n= {db}: unchanged v1\n")
+    dry = project.syncd("--config", str(config), "--once", "--dry-run", "-v")
+    assert (dry.returncode, dry.stdout) == (
+        0,
+        f"= {token}: unchanged v1\n= {db}: unchanged v1\n"
+        "plan: 0 to create, 0 to update, 0 to delete, 2 unchanged\n",
+    )
     assert project.indexes() == before
     borrowed = project.config(
         [single(token)], instance=project.instance("named"), filename="borrowed.yaml"

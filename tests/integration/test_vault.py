@@ -1019,7 +1019,7 @@ def test_cli_once_end_to_end(
     _config(tmp_path, env, secrets_)
     broken = _syncd(config, "--once", "--output", "json")
     assert broken.returncode == 1
-    errors = [s["error"] for s in json.loads(broken.stdout)["secrets"] if s["error"]]
+    errors = [s["error"]["message"] for s in json.loads(broken.stdout)["secrets"] if s["error"]]
     assert len(errors) == 1 and f"secret/data/{prefix}/app: field 'missing' not found" in errors[0]
     assert "provider 'vault'" in errors[0]
     assert canary not in broken.stdout + broken.stderr

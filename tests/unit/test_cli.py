@@ -41,11 +41,18 @@ def test_once_exit_zero_and_text_report(write_config, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "+ a: create v1 (keys: a)" in run.stdout
     assert (tmp_path / "out" / "b").exists()
+    assert run.stdout.endswith("done: 2 created, 0 updated, 0 deleted, 0 unchanged\n")
     again = syncd("--config", str(path), "--once")
-    assert (again.returncode, again.stdout.split()) == (
+    assert (again.returncode, again.stdout) == (
         0,
-        ["=", "a:", "unchanged", "v1", "=", "b:", "unchanged", "v1"],
+        "done: 0 created, 0 updated, 0 deleted, 2 unchanged\n",
     )
+    every = syncd("--config", str(path), "--once", "-v")
+    assert every.stdout.splitlines() == [
+        "= a: unchanged v1",
+        "= b: unchanged v1",
+        "done: 0 created, 0 updated, 0 deleted, 2 unchanged",
+    ]
 
 
 def test_once_exit_one_names_the_failure_and_syncs_the_rest(write_config, tmp_path):
@@ -84,6 +91,8 @@ def test_json_output_document(write_config):
     path = two_secrets(write_config, new_value(), new_value())
     run = syncd("--config", str(path), "--once", "--output", "json")
     doc = json.loads(run.stdout)
+    assert (doc["apiVersion"], doc["kind"]) == ("syncd.io/v1", "CycleResult")
+    assert doc["summary"] == "2 created, 0 updated, 0 deleted, 0 unchanged"
     assert [(s["name"], s["action"], s["version"], s["error"]) for s in doc["secrets"]] == [
         ("a", "create", 1, None),
         ("b", "create", 1, None),
@@ -121,8 +130,15 @@ def test_names_for_stack_pinning(write_config):
     syncd("--config", str(path), "--once")
     run = syncd("names", "--config", str(path))
     assert run.stdout == "OPENAI_API_KEY_SECRET=openai_api_key-v1\n"
-    doc = json.loads(syncd("names", "--config", str(path), "--format", "json").stdout)
-    assert doc == {"openai_api_key": "openai_api_key-v1"}
+    doc = json.loads(syncd("names", "--config", str(path), "-o", "json").stdout)
+    assert doc == {
+        "apiVersion": "syncd.io/v1",
+        "kind": "Names",
+        "names": {"openai_api_key": "openai_api_key-v1"},
+        "missing": [],
+    }
+    renamed = syncd("names", "--config", str(path), "--format", "json")
+    assert renamed.returncode == 64 and "--format is now -o/--output" in renamed.stderr
 
 
 def test_schema_command_prints_json_schema():
@@ -151,7 +167,7 @@ def test_canary_never_appears_in_any_output(write_config, tmp_path, canary):
         )
         run = syncd("--config", str(path), *args)
         outputs += [run.stdout, run.stderr]
-    outputs.append(syncd("names", "--config", str(path), "--format", "json").stdout)
+    outputs.append(syncd("names", "--config", str(path), "-o", "json").stdout)
     outputs.append((tmp_path / "out" / "..data" / "..syncd.json").read_text())
     assert "not valid base64" in "".join(outputs)
     for text in outputs:
@@ -275,7 +291,7 @@ def test_names_refuses_two_secrets_on_one_variable(write_config):
     assert run.returncode == 1
     assert "'a-b' and 'a_b' both become A_B_SECRET" in run.stderr
     assert run.stdout == ""
-    assert json.loads(syncd("names", "--config", str(path), "--format", "json").stdout) == {
+    assert json.loads(syncd("names", "--config", str(path), "-o", "json").stdout)["names"] == {
         "a-b": "a-b-v1",
         "a_b": "a_b-v1",
     }

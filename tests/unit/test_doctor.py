@@ -64,13 +64,15 @@ def test_doctor_cli_exit_codes_and_json(write_config, world):
     run = doctor("--output", "json")
     assert run.returncode == 1
     assert json.loads(run.stdout) == {
+        "apiVersion": "syncd.io/v1",
+        "kind": "DoctorReport",
         "problems": [
             {
                 "subject": "secret/a",
                 "problem": "has no version in the target yet",
                 "fix": "run syncd --once",
             }
-        ]
+        ],
     }
 
 

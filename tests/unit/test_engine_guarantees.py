@@ -256,8 +256,10 @@ def test_a_transient_provider_failure_says_so(write_config, world, monkeypatch):
 
     monkeypatch.setattr(FileProvider, "versions", flaky)
     doc = Engine(load_config(path)).run_cycle().to_json()
-    assert {s["name"]: s["transient"] for s in doc["secrets"]} == {"a": True, "b": False}
-    assert {s["error_kind"] for s in doc["secrets"]} == {"provider"}
+    errors = {s["name"]: s["error"] for s in doc["secrets"]}
+    assert {name: e["transient"] for name, e in errors.items()} == {"a": True, "b": False}
+    assert {(e["kind"], e["provider"]) for e in errors.values()} == {("provider", "local")}
+    assert {e["ref"] for e in errors.values()} == {"local:a", "local:b"}
 
 
 def test_a_transient_target_failure_says_so(write_config, world, monkeypatch):
@@ -279,6 +281,6 @@ def test_a_transient_target_failure_says_so(write_config, world, monkeypatch):
 
         monkeypatch.setattr(MemoryTarget, "list_versions", listing)
         doc = Engine(load_config(path)).run_cycle().to_json()
-        assert [(s["error_kind"], s["transient"]) for s in doc["secrets"]] == [
+        assert [(s["error"]["kind"], s["error"]["transient"]) for s in doc["secrets"]] == [
             ("target", transient)
         ]

@@ -52,7 +52,8 @@ def test_a_target_not_there_yet_is_a_transient_failure(tmp_path: Path, kind: str
     (tmp_path / "syncd.yaml").write_text(yaml.safe_dump(config))
     doc = run(tmp_path / "syncd.yaml").to_json()
     (item,) = doc["secrets"]
-    assert (item["action"], item["error_kind"], item["transient"]) == ("error", "target", True)
-    assert item["error"].startswith("target unavailable: ") and where in item["error"]
-    assert "labelSelector" not in item["error"] and "Max retries" not in item["error"]
+    error = item["error"]
+    assert (item["action"], error["kind"], error["transient"]) == ("error", "target", True)
+    assert error["message"].startswith("target unavailable: ") and where in error["message"]
+    assert "labelSelector" not in error["message"] and "Max retries" not in error["message"]
     assert doc["target_writes"] == 0
