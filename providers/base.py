@@ -168,6 +168,16 @@ class Provider(ABC, Generic[C, R]):
     def fetch(self, refs: Sequence[R]) -> Mapping[R, Fetched | ProviderError]:
         """Values (and the version id read) per reference."""
 
+    def check(self, refs: Sequence[R]) -> Mapping[R, ProviderError | None]:
+        """For ``syncd doctor``: whether each reference exists and this process may read it,
+        without reading a value. The default asks ``versions`` (a listing or metadata call:
+        reachable, authenticated, the secret there); a provider that can see more without a
+        value, such as a missing key, overrides it."""
+        return {
+            ref: result if isinstance(result, ProviderError) else None
+            for ref, result in self.versions(refs).items()
+        }
+
     def list_keys(self, ref: R) -> Mapping[str, Ref] | ProviderError:
         """Every key under ``ref`` as its own reference, for ``data_from`` bundles.
 

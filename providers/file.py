@@ -176,6 +176,23 @@ class FileProvider(Provider[FileProviderConfig, FileRef]):
             results.update({ref: self._value(ref, entries, token) for ref in keyed})
         return results
 
+    def check(self, refs: Sequence[FileRef]) -> Mapping[FileRef, ProviderError | None]:
+        """The file is there and readable, and each key is in it (the listing parses the file
+        here; no value leaves this method)."""
+        try:
+            self._token()
+        except OSError as exc:
+            return {ref: self._read_error(ref, exc) for ref in refs}
+        found: dict[FileRef, ProviderError | None] = dict.fromkeys(refs)
+        keyed = [ref for ref in refs if ref.key is not None]
+        listed = self.list_keys(keyed[0]) if keyed else {}
+        for ref in keyed:
+            if isinstance(listed, ProviderError):
+                found[ref] = self.error(ref, listed.reason)
+            elif ref.key not in listed:
+                found[ref] = self.error(ref, f"key {ref.key!r} not found in {self.path}")
+        return found
+
     def list_keys(self, ref: FileRef) -> Mapping[str, Ref] | ProviderError:
         """Every key in the file; parsed only when the file changed since the last listing."""
         try:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from providers.base import Provider, ProviderConfig, Ref
+from syncd.config_keys import did_you_mean
 from syncd.config_yaml import Loc, Reader, load_tree
 from syncd.duration import Duration, Share
 from syncd.errors import ConfigError, ConfigIssue
@@ -359,12 +360,16 @@ class Config:
 # --------------------------------------------------------------------------- validation
 
 
-def _add_validation_issues(reader: Reader, exc: ValidationError, prefix: Loc = ()) -> None:
+def _add_validation_issues(
+    reader: Reader, exc: ValidationError, model: Any, prefix: Loc = ()
+) -> None:
+    """One issue per pydantic error; an unknown key gets the nearest key ``model`` accepts
+    at that place."""
     for err in exc.errors(include_url=False):
         loc = (*prefix, *err["loc"])
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + did_you_mean(model, err["loc"])
         elif err["type"] == "missing":
             message = "required key is missing"
         reader.issue(loc, message)
@@ -379,7 +384,7 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
     try:
         loose = ConfigFile[_LooseRef, _LooseBlock, _LooseBlock].model_validate(data)
     except ValidationError as exc:
-        _add_validation_issues(reader, exc)
+        _add_validation_issues(reader, exc, ConfigFile[_LooseRef, _LooseBlock, _LooseBlock])
         raise ConfigError(reader.issues) from exc
 
     providers = _validate_providers(reader, loose)
@@ -417,7 +422,7 @@ def _plugin_block(
     try:
         return cls, cls.config_model.model_validate(block.model_dump())
     except ValidationError as exc:
-        _add_validation_issues(reader, exc, loc)
+        _add_validation_issues(reader, exc, cls.config_model, loc)
         return None
 
 
@@ -547,7 +552,7 @@ def _resolve_ref(
     try:
         return cls.ref_model.model_validate(raw.model_dump())
     except ValidationError as exc:
-        _add_validation_issues(reader, exc, loc)
+        _add_validation_issues(reader, exc, cls.ref_model, loc)
         return None
 
 

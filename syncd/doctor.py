@@ -1,17 +1,25 @@
-"""``syncd doctor``: read-only checks of how consumers use the secrets syncd manages.
+"""``syncd doctor``: read-only checks of the sources and of how consumers use the secrets.
 
-The target reports problems only it can see (a ``*_FILE`` variable pointing at a secret
-that isn't mounted, a ``secretKeyRef`` to a missing Secret or key); this module adds what
-every target shares: consumers on an old version, managed secrets nobody uses, and managed
-secrets that left the config. Nothing here writes.
+Every provider is asked, without reading a value, whether each reference exists and can be
+read (``Provider.check``: reachable, authenticated, there). The target reports problems only
+it can see (a ``*_FILE`` variable pointing at a secret that isn't mounted, a
+``secretKeyRef`` to a missing Secret or key); this module adds what every target shares:
+consumers on an old version, managed secrets nobody uses, and managed secrets that left the
+config. Nothing here writes.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
+
+from providers.base import Ref
 from syncd.config import Config, Secret
 from syncd.engine import Engine
-from syncd.errors import TargetError
+from syncd.errors import ProviderError, TargetError
 from syncd.model import Finding, VersionInfo
+from syncd.redact import REDACTOR
+from syncd.work import describe
 
 
 def diagnose(config: Config) -> list[Finding]:
@@ -27,6 +35,7 @@ def diagnose(config: Config) -> list[Finding]:
         findings += [
             Finding(f"secret/{i.name}", i.error or "", "fix its source") for i in expansion.errors
         ]
+        findings += _sources(engine, secrets)
         if expansion.complete:
             findings += _orphans(versions, set(names) | {i.name for i in expansion.errors})
         if target.has_consumers:
@@ -34,6 +43,39 @@ def diagnose(config: Config) -> list[Finding]:
         return findings
     finally:
         engine.close()
+
+
+def _sources(engine: Engine, secrets: list[Secret]) -> list[Finding]:
+    """One finding per reference its provider can't answer for (one call per provider)."""
+    wanted: dict[str, list[tuple[str, Ref]]] = defaultdict(list)
+    for secret in secrets:
+        # a data_from bundle's keys are listed in the cycle: here its source is checked
+        refs = list(secret.refs.values()) or ([secret.source] if secret.source else [])
+        for ref in refs:
+            wanted[ref.provider].append((secret.name, ref))
+    findings = []
+    for name, entries in wanted.items():
+        provider = engine.provider(name)
+        refs = list(dict.fromkeys(ref for _, ref in entries))
+        if isinstance(provider, ProviderError):
+            results: Mapping[Ref, ProviderError | None] = dict.fromkeys(refs, provider)
+        else:
+            try:
+                results = provider.check(refs)
+            except ProviderError as exc:
+                results = dict.fromkeys(refs, exc)
+            except Exception as exc:  # noqa: BLE001 - one broken provider, the others go on
+                results = dict.fromkeys(refs, ProviderError(name, "all references", describe(exc)))
+        findings += [
+            Finding(
+                f"secret/{secret}",
+                REDACTOR.redact(str(error)),
+                "fix the reference, or the provider's address or credentials",
+            )
+            for secret, ref in entries
+            if (error := results.get(ref)) is not None
+        ]
+    return findings
 
 
 def _orphans(versions: dict[str, list[VersionInfo]], configured: set[str]) -> list[Finding]:

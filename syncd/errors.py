@@ -43,6 +43,8 @@ class ProviderError(SyncdError):
     def __init__(self, provider: str, ref: str, message: str, *, transient: bool = False) -> None:
         self.provider = provider
         self.ref = ref
+        #: what went wrong, without the provider and reference the full message starts with
+        self.reason = message
         self.transient = transient
         super().__init__(f"provider {provider!r}, {ref}: {message}")
 

@@ -389,3 +389,38 @@ def test_completion_scripts(shell):
             check=False,
         )
         assert check.returncode == 0 and "syncd" in check.stdout, check.stderr
+
+
+# ------------------------------------------------------------------ config typos
+
+
+@pytest.mark.parametrize(
+    ("typo", "said"),
+    [
+        ({"prnue": True}, "prnue: unknown key (did you mean prune?)"),
+        ({"defaults": {"refrsh": "1m"}}, "defaults.refrsh: unknown key (did you mean refresh?)"),
+        ({"daemon": {"listn": ":0"}}, "daemon.listn: unknown key (did you mean listen?)"),
+        (
+            {"secrets": [{"name": "a", "from": {"provider": "local", "key": "a"}, "keep_": 2}]},
+            "secrets[0].keep_: unknown key (did you mean keep?)",
+        ),
+        (
+            {"providers": {"local": {"type": "file", "path": "keys.yaml", "formt": "yaml"}}},
+            "providers.local.formt: unknown key (did you mean format?)",
+        ),
+        (
+            {"target": {"type": "files", "directory": "out", "mdoe": "0400"}},
+            "target.mdoe: unknown key (did you mean mode?)",
+        ),
+        (
+            {"secrets": [{"name": "a", "from": {"provider": "local", "kye": "a"}}]},
+            "secrets[0].from.kye: unknown key (did you mean key?)",
+        ),
+        ({"defaults": {"zzz": 1}}, "defaults.zzz: unknown key\n"),
+    ],
+)
+def test_a_config_typo_gets_the_nearest_key_of_its_place(write_config, typo, said):
+    path = write_config(values={"a": new_value()}, **typo)
+    run = syncd("check", "-c", str(path))
+    assert run.returncode == 1
+    assert said in run.stderr, run.stderr

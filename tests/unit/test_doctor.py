@@ -86,3 +86,40 @@ def test_doctor_clean_files_target(write_config):
         check=False,
     )
     assert (run.returncode, run.stdout) == (0, "no problems found\n")
+
+
+def test_doctor_asks_every_provider_about_every_reference_without_reading_a_value(
+    write_config, tmp_path
+):
+    """A missing key, a missing file and a data_from on a missing file each get a finding
+    naming the secret, provider and reference; a good reference gets none."""
+    path = write_config(
+        values={"a": new_value()},
+        secrets=[
+            {"name": "a", "from": {"provider": "local", "key": "a"}},
+            {"name": "b", "from": {"provider": "local", "key": "missing"}},
+            {"name": "c", "from": {"provider": "gone", "key": "a"}},
+            {"name": "d", "data_from": {"provider": "gone"}},
+        ],
+        providers={
+            "local": {"type": "file", "path": "keys.yaml"},
+            "gone": {"type": "file", "path": "nothere.yaml"},
+        },
+    )
+    found = {(f.subject, f.problem) for f in diagnose(load_config(path))}
+    keys = tmp_path / "keys.yaml"
+    gone = tmp_path / "nothere.yaml"
+    assert found == {
+        ("secret/b", f"provider 'local', local:missing: key 'missing' not found in {keys}"),
+        ("secret/c", f"provider 'gone', gone:a: {gone}: file not found"),
+        ("secret/d", f"provider 'gone', gone:*: {gone}: file not found"),
+    }
+    assert not (tmp_path / "out").exists()
+
+
+def test_doctor_names_a_source_file_that_does_not_parse(write_config, tmp_path, canary):
+    path = write_config(values={"a": new_value()})
+    (tmp_path / "keys.yaml").write_text(f"a: [{canary}\n")
+    (finding,) = diagnose(load_config(path))
+    assert finding.subject == "secret/a" and "keys.yaml" in finding.problem
+    assert canary not in finding.problem
