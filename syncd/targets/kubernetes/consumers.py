@@ -18,6 +18,7 @@ from typing import Any
 from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import RESOURCES, ApiError, KubeClient, Resource, rounds
 from syncd.model import Consumer, Finding, VersionInfo
+from syncd.progress import WaitProgress
 from syncd.targets.kubernetes.naming import BUILTIN_CONSUMERS, KubernetesTargetConfig, dns_name
 from syncd.targets.kubernetes.objects import (
     annotations_of,
@@ -239,6 +240,7 @@ class Consumers:
         pending = {c.label: c for c in consumers}
         deadline = time.monotonic() + timeout
         last: dict[str, str] = {}
+        progress = WaitProgress(timeout)
         while pending:
             for label, consumer in list(pending.items()):
                 try:
@@ -264,6 +266,7 @@ class Consumers:
                     del pending[label]
                 else:
                     last[label] = message
+                    progress.note(label, message)
             if not pending:
                 break
             if time.monotonic() >= deadline:

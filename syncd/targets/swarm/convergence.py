@@ -23,6 +23,7 @@ from typing import Any
 
 from syncd.errors import ConvergenceError
 from syncd.model import Consumer
+from syncd.progress import WaitProgress
 from syncd.targets.swarm.api import DockerApi, Unavailable
 
 log = logging.getLogger("syncd.targets.swarm")
@@ -83,6 +84,7 @@ def wait_converged(
     pending = {c.label: _Watch(c) for c in consumers}
     results: dict[str, ConvergenceError | None] = {}
     failing = False
+    progress = WaitProgress(timeout, what="waiting for rollback of" if rollback else "waiting for")
     while pending:
         try:
             nodes = _active_nodes(api)
@@ -93,6 +95,8 @@ def wait_converged(
                 if done:
                     results[label] = error
                     del pending[label]
+                else:
+                    progress.note(label, watch.detail)
         except Unavailable as exc:
             # the rollout goes on without us (a manager restarting, a slow answer): look
             # again until the deadline, and see the monitor window through from the start
