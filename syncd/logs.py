@@ -59,6 +59,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+def fields(**values: object) -> dict[str, object]:
+    """``extra=`` for a log call: what the line is about as fields (``secret``, ``version``,
+    ``provider``, ``consumer``, ``namespace``, ...), so ``--log-format json`` can be filtered
+    on them; ``None`` is left out. The JSON formatter redacts each like the message."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def formatter(fmt: str) -> logging.Formatter:
     """The formatter of ``--log-format`` ``text`` or ``json`` (shared with the tests' leak
     canaries, which render every record the way it would reach stderr)."""

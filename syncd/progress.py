@@ -11,6 +11,7 @@ import logging
 import time
 
 from syncd.display import shown
+from syncd.logs import fields
 
 log = logging.getLogger("syncd.progress")
 
@@ -41,4 +42,5 @@ class WaitProgress:
             detail,
             now - self._started,
             self._timeout,
+            extra=fields(consumer=label),
         )

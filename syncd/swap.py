@@ -35,6 +35,7 @@ from typing import Any
 
 from syncd.backoff import backoff_delay
 from syncd.errors import TargetError
+from syncd.logs import fields
 from syncd.model import Consumer, Outcome, PlanItem, Rollout, VersionInfo
 from syncd.targets.base import Target
 from syncd.work import Work, describe, is_transient, stale_consumers
@@ -65,6 +66,13 @@ def previous_healthy(work: Work, below: int) -> VersionInfo | None:
     go back to."""
     older = [v for v in work.versions if v.version < below and not v.failed]
     return older[-1] if older else None
+
+
+def _about(consumer: Consumer, secrets: set[str]) -> dict[str, object]:
+    """The log fields of a line about ``consumer``."""
+    return fields(
+        consumer=consumer.label, namespace=consumer.namespace, secret=", ".join(sorted(secrets))
+    )
 
 
 def report(work: Work, outcome: Outcome, message: str, *, until: str | None = None) -> None:
@@ -162,7 +170,12 @@ class Swap:
                 work.failed = None
                 work.item.failed_version = None
                 work.new = None
-                log.info("created %s version %d", work.secret.name, result.version)
+                log.info(
+                    "created %s version %d",
+                    work.secret.name,
+                    result.version,
+                    extra=fields(secret=work.secret.name, version=result.version),
+                )
             else:
                 work.fail(
                     f"can't create version: {result or 'target returned nothing'}",
@@ -228,6 +241,15 @@ class Swap:
             try:
                 self.target.repoint(consumer, swaps[label], rollback=rollback)
                 waiting[label] = consumer
+                log.info(
+                    "%s %s: %s",
+                    "rolled back" if rollback else "repointed",
+                    label,
+                    ", ".join(
+                        f"{old} -> {v.object_name}" for old, v in sorted(swaps[label].items())
+                    ),
+                    extra=_about(consumer, secrets_of[label]),
+                )
             except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
                 # the update never landed (an API error), so nothing is rolled back for it
                 for name in secrets_of[label]:
@@ -244,11 +266,17 @@ class Swap:
         except Exception as exc:  # noqa: BLE001 - nothing known: every wait failed
             results = {label: TargetError(describe(exc)) for label in waiting}  # type: ignore[misc]
         moved.seconds = time.monotonic() - started
-        for label in waiting:
+        for label, consumer in waiting.items():
             moved.touched |= secrets_of[label]
             error = results.get(label)
             if error is None:
                 moved.converged.add(label)
+                log.info(
+                    "%s converged in %.1fs",
+                    label,
+                    moved.seconds,
+                    extra=_about(consumer, secrets_of[label]),
+                )
             else:
                 blamed = moved.failed if getattr(error, "blame", True) else moved.paused
                 said = str(error) if str(error).startswith(label) else f"{label}: {error}"
@@ -283,7 +311,7 @@ class Swap:
         previous = previous_healthy(work, failed.version)
         what = f"consumers did not converge on v{failed.version} after {seconds:.0f}s ({reason})"
         work.why = what
-        log.error("%s: %s", work.secret.name, what)
+        log.error("%s: %s", work.secret.name, what, extra=fields(secret=work.secret.name))
         in_place = work.secret.spec.strategy == "in-place"
         if work.secret.on_failure == "hold" or in_place or previous is None:
             why = (
@@ -343,6 +371,7 @@ class Swap:
                 work.secret.name,
                 work.failed.version,
                 work.current.version,
+                extra=fields(secret=work.secret.name, version=work.current.version),
             )
         moved = self._move(todo, rollback=True)
         for work in todo:
@@ -365,6 +394,7 @@ class Swap:
                 back.version,
                 moved.seconds,
                 failed.version,
+                extra=fields(secret=work.secret.name, version=back.version),
             )
             report(
                 work,
@@ -421,6 +451,11 @@ class Swap:
                 try:
                     if self.target.delete_version(version):
                         by_name[name].item.deleted.append(version.object_name)
+                        log.info(
+                            "collected %s",
+                            version.object_name,
+                            extra=fields(secret=name, version=version.version),
+                        )
                     else:
                         log.info("keeping %s: still in use (not yet)", version.object_name)
                 except Exception as exc:  # noqa: BLE001 - GC retries next cycle

@@ -567,7 +567,7 @@ class SwarmTarget(Target[SwarmTargetConfig]):
                 for old, v in sorted(moved.items())
                 if any(r.get("SecretName") == old for r in refs)
             )
-            log.info("repointed %s: %s", consumer.label, done)
+            log.debug("updated %s: %s", consumer.label, done)
             return
         raise TargetError(f"{consumer.label} kept changing; gave up repointing")
 
