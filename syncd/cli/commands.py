@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from syncd.cli.output import print_errors, print_json, print_result, result_body
+from syncd.cli.output import print_errors, print_json, print_result, print_status, result_body
 from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation, build_parser
 from syncd.display import shown
 
@@ -250,6 +250,23 @@ def cmd_import(config: Config, *, names: list[str] | None, trust: bool, output: 
     return EXIT_ERROR if any(i.error for i in items) else EXIT_OK
 
 
+def cmd_status(config: Config, *, names: list[str] | None, output: str) -> int:
+    """Per secret: version, source, consumers and why they wait; exit 1 if unreadable."""
+    from syncd.errors import SyncdError
+    from syncd.status import status
+
+    try:
+        found = status(config, names=names)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if output == "json":
+        print_json("Status", {"secrets": [s.to_json() for s in found]})
+        return EXIT_OK
+    print_status(found)
+    return EXIT_OK
+
+
 def env_var_name(name: str) -> str:
     """``openai_api_key`` / ``openai-api-key`` -> ``OPENAI_API_KEY``."""
     return "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -342,6 +359,7 @@ def dispatch(inv: Invocation) -> int:
             config, names=inv.secret, trust=bool(inv.trust_values), output=inv.output
         ),
         "plan": lambda: cmd_once(config, inv, dry_run=True),
+        "status": lambda: cmd_status(config, names=inv.secret, output=inv.output),
     }
     if inv.command in handlers:
         return int(handlers[inv.command]())

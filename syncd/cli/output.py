@@ -19,6 +19,7 @@ from syncd.model import ROLLOUT_STATES
 if TYPE_CHECKING:
     from syncd.engine import CycleResult
     from syncd.model import PlanItem
+    from syncd.status import SecretStatus
 
 #: The schema version of every JSON document syncd prints.
 API_VERSION = "syncd.io/v1"
@@ -119,6 +120,29 @@ def summary(items: list[PlanItem], *, dry_run: bool) -> str:
     if counts["error"]:
         parts.append(f"{counts['error']:,} failed")
     return f"{'plan' if dry_run else 'done'}: {', '.join(parts)}"
+
+
+def print_status(found: list[SecretStatus]) -> None:
+    """One line per secret (name, version, created, state), then what it's about: its
+    consumers with the versions they run, failed versions, why consumers wait."""
+    if not found:
+        print("no secrets")
+        return
+    width = max(len(shown(s.name)) for s in found)
+    for s in found:
+        version = f"v{s.version}" if s.version is not None else "-"
+        print(f"{shown(s.name):<{width}}  {version:<5} {s.created_at or '-':<20}  {s.state}")
+        for key, ref in sorted(s.source.items()):
+            print(f"    source: {f'{key}: ' if key else ''}{ref}")
+        for consumer in s.consumers:
+            runs = ", ".join(f"v{v}" if v else "unmanaged" for v in consumer.versions) or "-"
+            print(f"    consumer {consumer.label}: {runs}")
+        for failed in s.failed:
+            print(f"    v{failed['version']} {failed['state']} at {failed['at']}")
+        for reason in s.waiting:
+            print(f"    waiting: {reason}")
+        if s.error:
+            print(f"    error: {s.error}")
 
 
 def result_body(result: CycleResult) -> dict[str, Any]:

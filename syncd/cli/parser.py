@@ -34,6 +34,7 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 COMMANDS = (
     "plan",
+    "status",
     "check",
     "doctor",
     "names",
@@ -71,7 +72,7 @@ class Flag:
 
 
 _GLOBAL = ("run", *COMMANDS)
-_WITH_CONFIG = ("run", "plan", "check", "doctor", "names", "import")
+_WITH_CONFIG = ("run", "plan", "status", "check", "doctor", "names", "import")
 
 FLAGS: tuple[Flag, ...] = (
     Flag(
@@ -107,7 +108,7 @@ FLAGS: tuple[Flag, ...] = (
         "output",
         "SYNCD_OUTPUT",
         "what to print: text for people, json for programs (names: env or json)",
-        ("run", "plan", "check", "doctor", "names", "import", "version"),
+        ("run", "plan", "status", "check", "doctor", "names", "import", "version"),
         choices=("text", "json", "env"),
         convert=str.lower,
     ),
@@ -126,7 +127,7 @@ FLAGS: tuple[Flag, ...] = (
         "SYNCD_SECRET",
         "only this secret (repeatable; a name a for_each makes is fine; the variable takes "
         "a comma-separated list)",
-        ("run", "plan", "import"),
+        ("run", "plan", "status", "import"),
         kind="list",
         metavar="NAME",
     ),
@@ -190,6 +191,10 @@ _DESCRIPTIONS = {
     "(or one cycle with --once).",
     "plan": "Show what one cycle would do, writing nothing: by default the changes and one "
     "summary line, with -v every secret.",
+    "status": "Show what the target holds: per secret the current version, its source "
+    "version, when it was made, each consumer and the version it runs, failed versions and "
+    "why consumers wait. Read from the target alone (no provider is contacted), so it works "
+    "from any machine that can read the target.",
     "check": "Validate a config file (no provider or target is contacted).",
     "doctor": "Check, read-only, that every provider answers for every reference (without "
     "reading a value) and how consumers use the managed secrets.",
@@ -212,6 +217,9 @@ _EXAMPLES = {
   syncd plan --config syncd.yaml                 changes only, and a summary line
   syncd plan -c syncd.yaml -v                    every secret
   syncd plan -c syncd.yaml -o json | jq '.secrets[] | select(.action != "unchanged")'""",
+    "status": """\
+  syncd status --config syncd.yaml
+  syncd status -c syncd.yaml --secret db_password -o json""",
     "check": """\
   syncd check --config syncd.yaml
   syncd check -c syncd.yaml -o json""",
@@ -239,6 +247,7 @@ _EXIT_CODES = {
     "run": "  0 in sync (daemon: stopped cleanly)   1 a secret failed   64 usage error\n"
     "  with --dry-run: 0 nothing to do   2 changes pending   1 error",
     "plan": "  0 nothing to do   2 changes pending   1 a secret failed   64 usage error",
+    "status": "  0 the target was read   1 it could not be read   64 usage error",
     "check": "  0 the config is valid   1 it is not   64 usage error",
     "doctor": "  0 no problems   1 problems found   64 usage error",
     "names": "  0 every secret has a version   1 one has none, or two share a variable   64 usage",

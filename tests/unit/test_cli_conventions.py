@@ -105,7 +105,7 @@ def test_the_documented_variable_table_is_the_code():
         (["--once", "check"], "--once doesn't apply to this command"),
         (
             ["doctor", "--secret", "a"],
-            "unknown flag --secret (it belongs to syncd, syncd plan, syncd import)",
+            "unknown flag --secret (it belongs to syncd, syncd plan, syncd status, syncd import)",
         ),
         (["--trust-values", "import"], "--trust-values belongs to syncd import"),
         (["names", "--format", "json"], "--format is now -o/--output"),
