@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -89,7 +90,10 @@ def status(config: Config, *, names: list[str] | None = None) -> list[SecretStat
         if target.has_consumers:
             live = [s.spec for n in chosen if (s := specs[n]) is not None]
             found = target.find_consumers(live, {n: stored.get(n, []) for n in chosen})
-        return [_one(n, specs[n], stored.get(n, []), found.get(n, [])) for n in chosen]
+        return [
+            _one(n, specs[n], stored.get(n, []), found.get(n, []), target.reference_name)
+            for n in chosen
+        ]
     finally:
         engine.close()
 
@@ -122,13 +126,14 @@ def _one(
     secret: Secret | None,
     versions: list[VersionInfo],
     consumers: list[Consumer] | TargetError,
+    shown_as: Callable[[VersionInfo], str],
 ) -> SecretStatus:
     versions = sorted(versions, key=lambda v: v.version)
     result = SecretStatus(name)
     result.versions = [
         {
             "version": v.version,
-            "object": v.object_name,
+            "object": shown_as(v),
             "created_at": v.created_at or None,
             "rollout": v.rollout.state if v.rollout else None,
         }
@@ -142,7 +147,7 @@ def _one(
     healthy = [v for v in versions if v.rollout is None]
     current = healthy[-1] if healthy else None
     if current is not None:
-        result.version, result.object_name = current.version, current.object_name
+        result.version, result.object_name = current.version, shown_as(current)
         result.created_at = current.created_at or None
         result.source = _source(current.source)
     by_object = {v.object_name: v.version for v in versions}

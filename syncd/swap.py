@@ -176,6 +176,9 @@ class Swap:
                     result.version,
                     extra=fields(secret=work.secret.name, version=result.version),
                 )
+                self.target.record(
+                    result, "Created", f"version {result.version} of {work.secret.name}"
+                )
             else:
                 work.fail(
                     f"can't create version: {result or 'target returned nothing'}",
@@ -241,14 +244,18 @@ class Swap:
             try:
                 self.target.repoint(consumer, swaps[label], rollback=rollback)
                 waiting[label] = consumer
+                change = ", ".join(
+                    f"{old} -> {v.object_name}" for old, v in sorted(swaps[label].items())
+                )
                 log.info(
                     "%s %s: %s",
                     "rolled back" if rollback else "repointed",
                     label,
-                    ", ".join(
-                        f"{old} -> {v.object_name}" for old, v in sorted(swaps[label].items())
-                    ),
+                    change,
                     extra=_about(consumer, secrets_of[label]),
+                )
+                self.target.record(
+                    consumer, "RolledBack" if rollback else "Repointed", change, warning=rollback
                 )
             except Exception as exc:  # noqa: BLE001 - this consumer's secrets fail, others go on
                 # the update never landed (an API error), so nothing is rolled back for it
@@ -277,11 +284,18 @@ class Swap:
                     moved.seconds,
                     extra=_about(consumer, secrets_of[label]),
                 )
+                self.target.record(
+                    consumer,
+                    "Converged",
+                    f"rolled out with {', '.join(sorted(secrets_of[label]))} "
+                    f"in {moved.seconds:.1f}s",
+                )
             else:
                 blamed = moved.failed if getattr(error, "blame", True) else moved.paused
                 said = str(error) if str(error).startswith(label) else f"{label}: {error}"
                 for name in secrets_of[label]:
                     blamed[name].append(said)
+                self.target.record(consumer, "RolloutFailed", str(error), warning=True)
         for name in moved.touched:
             _now_on_current(by_name[name], set(waiting))
         return moved
@@ -396,6 +410,12 @@ class Swap:
                 failed.version,
                 extra=fields(secret=work.secret.name, version=back.version),
             )
+            self.target.record(
+                failed,
+                "RolledBack",
+                f"consumers didn't converge on it; rolled back to v{back.version}",
+                warning=True,
+            )
             report(
                 work,
                 "rolled-back",
@@ -455,6 +475,9 @@ class Swap:
                             "collected %s",
                             version.object_name,
                             extra=fields(secret=name, version=version.version),
+                        )
+                        self.target.record(
+                            version, "Collected", "no consumer references it any more"
                         )
                     else:
                         log.info("keeping %s: still in use (not yet)", version.object_name)

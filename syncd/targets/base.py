@@ -209,6 +209,14 @@ class Target(ABC, Generic[C]):
         """Create one version (targets that don't override ``create_versions``)."""
         raise TargetError(f"the {self.type_name} target can't create {item.secret!r} alone")
 
+    def record(
+        self, about: Consumer | VersionInfo, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Tell the platform what syncd did to ``about`` (Kubernetes: an Event on the
+        workload or version Secret, so ``kubectl describe`` shows it). Best effort: never
+        raises, never counts as a write. The default does nothing."""
+        del about, reason, message, warning
+
     def find_consumers(
         self, specs: Sequence[SecretSpec[Any]], versions: Mapping[str, list[VersionInfo]]
     ) -> dict[str, list[Consumer] | TargetError]:

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from syncd.config import load_config
+from syncd.engine import Engine
+from syncd.model import Consumer
 from tests.conftest import new_value, wait_until
 from tests.integration.kube_health import deployment_settled, health_deployment
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
@@ -54,3 +57,43 @@ def test_status_after_a_rolled_back_rotation(api: Any, ns: str, project: Project
     assert app["source"]["app"].startswith("local:app@")
     assert (other["version"], other["state"], other["consumers"]) == (2, "in sync", [])
     assert f"Deployment/{ns}/web: v1" in text.stdout and "v2 rolled-back at" in text.stdout
+
+
+def events_of(api: Any, ns: str, kind: str, name: str) -> list[Any]:
+    listed = api.CoreV1Api().list_namespaced_event(
+        ns, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}"
+    )
+    return [e for e in listed.items if e.source and e.source.component == "syncd"]
+
+
+def test_events_say_what_syncd_did_to_the_workload_and_the_secrets(
+    api: Any, ns: str, project: Project
+) -> None:
+    """``kubectl describe deploy web`` shows the repoint, the failed rollout and the
+    rollback; the version Secrets show their creation and rollback; a repeat is one Event
+    with a count, not a new one."""
+    project.values(app=new_value())
+    path = project.config([{"name": "app", "from": ref("app"), "timeout": "20s"}])
+    assert project.cycle(path).ok
+    api.AppsV1Api().create_namespaced_deployment(
+        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
+    )
+    wait_until("web on v1", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    project.values(app=new_value())
+    assert not project.cycle(path).ok  # v2 never got ready: rolled back
+    web = {e.reason: e for e in events_of(api, ns, "Deployment", "web")}
+    assert {"Repointed", "RolloutFailed", "RolledBack", "Converged"} <= set(web), web
+    assert web["Repointed"].message == f"{ns}/app-v1 -> {ns}/app-v2"
+    assert web["Repointed"].type == "Normal"
+    assert web["RolledBack"].message == f"{ns}/app-v2 -> {ns}/app-v1"
+    assert web["RolledBack"].type == "Warning"
+    assert web["Converged"].involved_object.api_version == "apps/v1"
+    created = {e.reason for e in events_of(api, ns, "Secret", "app-v2")}
+    assert {"Created", "RolledBack"} <= created, created
+    assert "Created" in {e.reason for e in events_of(api, ns, "Secret", "app-v1")}
+
+    # the same thing again is counted on the same Event
+    target = Engine(load_config(path)).target
+    target.record(Consumer("Deployment", "web", ns), "Repointed", f"{ns}/app-v1 -> {ns}/app-v2")
+    again = [e for e in events_of(api, ns, "Deployment", "web") if e.reason == "Repointed"]
+    assert [e.count for e in again] == [2]

@@ -18,6 +18,7 @@ from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
 from syncd.targets.kubernetes.consumers import Consumers
+from syncd.targets.kubernetes.events import Events, Subject
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, collisions, spec_problems
 from syncd.targets.kubernetes.objects import split_object_name
 from syncd.targets.kubernetes.versions import Versions
@@ -38,6 +39,8 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         super().__init__(config, context=context)
         self._client: KubeClient | None = None
         self._elector_client: KubeClient | None = None
+        self._events_client: KubeClient | None = None
+        self.events = Events(self._events_api, instance=context.instance)
         self.versions = Versions(
             client=lambda: self.client,
             config=config,
@@ -97,6 +100,23 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         path = None if kubeconfig is None else str((self.context.base_dir / kubeconfig).absolute())
         return KubeClient.connect(kubeconfig=path, context=self.config.context, on_call=on_call)
 
+    def _events_api(self) -> KubeClient:
+        """The Events' own client: an Event is not one of the cycle's target writes, and it
+        only follows a step that passed the leader guard."""
+        if self._events_client is None:
+            self._events_client = self._connect(_no_count)
+        return self._events_client
+
+    def record(
+        self, about: Consumer | VersionInfo, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event on the workload, or on the version's Secret."""
+        if isinstance(about, VersionInfo):
+            subject = Subject("Secret", *split_object_name(about.object_name))
+        else:
+            subject = Subject(about.kind, about.namespace or self.config.namespace, about.name)
+        self.events.emit(subject, reason, message, warning=warning)
+
     def _count(self, operation: str, write: bool) -> None:
         if write:
             self.count_write(operation)
@@ -105,7 +125,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
 
     def close(self) -> None:
         """Close the connection pools."""
-        for client in (self._client, self._elector_client):
+        for client in (self._client, self._elector_client, self._events_client):
             if client is not None:
                 client.close()
 
