@@ -90,6 +90,20 @@ class Defaults(_Strict):
     )
 
 
+class TriggerSettings(_Strict):
+    """``daemon.trigger``: ``POST /sync`` on the listener starts a cycle now.
+
+    The token lives in a file, never in the config (no config field holds a secret), and
+    the file is read on every request so a rotated token counts at once.
+    """
+
+    token_file: str = Field(
+        min_length=1,
+        description="File holding the bearer token callers send (relative to the config "
+        "file). Read on every request; empty or unreadable: every request answers 503.",
+    )
+
+
 class DaemonSettings(_Strict):
     """How the long-running daemon schedules, backs off and serves its HTTP endpoints."""
 
@@ -109,6 +123,11 @@ class DaemonSettings(_Strict):
         300.0, description="/readyz fails when secrets have been failing for longer than this."
     )
     watch_config: bool = Field(True, description="Reload when the config file changes.")
+    trigger: TriggerSettings | None = Field(
+        None,
+        description="POST /sync on the listener starts a cycle now, for all secrets or the "
+        "ones named by ?secret= (needs a bearer token); off unless given.",
+    )
 
     @field_validator("listen")
     @classmethod

@@ -12,10 +12,15 @@ group with the shortest refresh also prunes, over the whole config, exactly as `
 does. SIGTERM lets the running cycle finish; SIGHUP or a change of the config file (or of a
 base it ``extends``) reloads: the new config is validated and its engine fully built first,
 and on any error the running one stays, the failure is counted and ``/readyz`` says so.
+
+With ``daemon.trigger``, ``POST /sync`` (``syncd.endpoints``) queues a cycle on the same
+worker, after whatever runs now; requests that arrive while one is queued join it, and a
+replica that isn't the leader refuses them.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -26,23 +31,24 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.backoff import backoff_delay
 from syncd.config import Config, load_config
 from syncd.display import shown
+from syncd.endpoints import Server, handler
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
+from syncd.logs import fields
 from syncd.metrics import Metrics
 from syncd.model import ROLLOUT_STATES, PlanItem
 from syncd.swap import parse_stamp
+from syncd.trigger import SyncQueue, TokenFile
 
 if TYPE_CHECKING:
     from syncd.leader import LeaderElector
@@ -115,14 +121,23 @@ class Daemon:
         #: left the config (or a for_each listing) are dropped
         self._group_names: dict[float, set[str]] = {}
         self._series: set[str] = set()
+        #: every name the last cycle of each group (and any run since) reported, for_each
+        #: ones included, for ``POST /sync?secret=``; replaced whole, so an HTTP thread reads
+        #: it without a lock
+        self._reported: frozenset[str] = frozenset()
+        self._requests = SyncQueue()
+        #: unique job ids: a run requested while the previous one runs must not be refused
+        #: as a second instance of the same job
+        self._request_ids = itertools.count(1)
         self.config = self._load_initial()
         self._listen = listen if listen is not None else self.config.daemon.listen
+        self.trigger = _token_file(self.config)
         self.engine, self.elector = self._new_engine(self.config)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.server: ThreadingHTTPServer | None = None
+        self.server: Server | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -186,6 +201,7 @@ class Daemon:
         now = datetime.now().astimezone()
         self.health.intervals = {}
         self._group_names = {}
+        self._reported = frozenset()
         groups = sorted(self.groups().items())
         for interval, names in groups:
             self.health.intervals[interval] = self.clock()
@@ -218,14 +234,29 @@ class Daemon:
             self.health.running_since = None
         end = self.clock()
         self.metrics.observe_cycle(result, seconds=end - start, now=time.time())
+        reported = {i.name for i in result.items}
         if interval is not None:
             self.health.intervals[interval] = end
-            self._forget_series(interval, {i.name for i in result.items})
+            self._forget_series(interval, reported)
+        else:  # a retry or a request: what it made is known until its group runs again
+            self._reported = self._reported | reported
         failed: list[str] = []
         for item in result.items:
             self._note_outcome(item)
             if item.error:
-                log.error("%s: %s", shown(item.name), item.error)
+                log.error(
+                    "%s: %s",
+                    shown(item.name),
+                    item.error,
+                    extra=fields(
+                        secret=item.name,
+                        version=item.version,
+                        provider=item.error_provider,
+                        ref=item.error_ref,
+                        kind=item.error_kind,
+                        transient=item.transient,
+                    ),
+                )
                 self.health.failing_since.setdefault(item.name, end)
                 if item.outcome in ("rolled-back", "held"):
                     continue  # final until the upstream value changes: the refresh sees that
@@ -255,6 +286,7 @@ class Daemon:
         """Drop the metric series of secrets no group reports any more, once every group of
         the current config has reported (a removed secret must not look stale forever)."""
         self._group_names[interval] = reported
+        self._reported = frozenset().union(*self._group_names.values())
         if set(self._group_names) != set(self.health.intervals):
             return
         alive = set().union(*self._group_names.values())
@@ -264,6 +296,34 @@ class Daemon:
             for name in gone:
                 self.health.failing_since.pop(name, None)
         self._series = alive
+
+    # ------------------------------------------------------------------ POST /sync
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica may write now (no election: always)."""
+        return self.elector is None or self.elector.is_leader
+
+    def known_secrets(self) -> set[str]:
+        """Names ``POST /sync?secret=`` takes: the config's, and the ones its ``for_each``
+        templates made in their group's last cycle or in any cycle since."""
+        return {s.name for s in self.config.secrets} | self._reported
+
+    def request_sync(self, names: list[str] | None) -> bool:
+        """Queue a cycle of ``names`` (None: every secret, pruning like ``--once``) on the
+        worker; True when it joined a run already queued."""
+        if not self._requests.add(names):
+            return True
+        self.scheduler.add_job(self._run_requested, id=f"sync:{next(self._request_ids)}")
+        return False
+
+    def _run_requested(self) -> None:
+        """Run what was requested since the last such run (one run for all of it)."""
+        names = self._requests.take()
+        if names is None:
+            self.run_group(None, [s.name for s in self.config.secrets], prune=True)
+        elif names:
+            self.run_group(None, names)
 
     def backoff(self, name: str) -> float:
         """The retry schedule's delay before the next retry of ``name``."""
@@ -322,6 +382,9 @@ class Daemon:
         if old_elector is not None:
             old_elector.stop()
         self.config, self.engine, self.elector = config, engine, elector
+        self.trigger = _token_file(config)
+        if self.trigger is not None:
+            self.trigger.usable()
         if elector is not None:
             elector.start()
         old.close()
@@ -342,17 +405,23 @@ class Daemon:
     # ------------------------------------------------------------------ HTTP
 
     def start_http(self) -> None:
-        """Serve /metrics, /healthz and /readyz (read-only) on ``listen``."""
+        """Serve /metrics, /healthz and /readyz (read-only), and POST /sync when
+        ``daemon.trigger`` is set, on ``listen``."""
         if not self._listen:
+            if self.trigger is not None:
+                log.warning("daemon.trigger is set but there is no listener: POST /sync is off")
             return
         host, _, port = self._listen.rpartition(":")
         try:
-            self.server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), _handler(self))  # noqa: S104
+            self.server = Server((host or "0.0.0.0", int(port)), handler(self))  # noqa: S104
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise SyncdError(f"can't listen on {self._listen}: {reason}") from exc
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
-        log.info("serving /metrics, /healthz and /readyz on %s", self._listen)
+        sync = ", POST /sync" if self.trigger is not None else ""
+        log.info("serving /metrics, /healthz, /readyz%s on %s", sync, self._listen)
+        if self.trigger is not None:
+            self.trigger.usable()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -423,7 +492,12 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
 
 
-_TEXT = "text/plain; charset=utf-8"
+def _token_file(config: Config) -> TokenFile | None:
+    """The trigger's token file, relative to the config file like every path in it."""
+    trigger = config.daemon.trigger
+    if trigger is None:
+        return None
+    return TokenFile((config.base_dir / os.path.expanduser(trigger.token_file)).absolute())
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -435,58 +509,3 @@ def _parse_time(text: str) -> datetime | None:
 def _identity() -> str:
     """Who holds the lease: the pod name in Kubernetes, else host and pid."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        """GET and HEAD only: any other method is 405; nothing here can change state."""
-
-        server_version = "syncd"
-
-        def do_GET(self) -> None:
-            self._answer(body=True)
-
-        def do_HEAD(self) -> None:
-            self._answer(body=False)
-
-        def _answer(self, *, body: bool) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                data = generate_latest(daemon.metrics.registry)
-                self._send(200, data, CONTENT_TYPE_LATEST, body=body)
-            elif path in ("/healthz", "/readyz"):
-                problem = daemon.healthz() if path == "/healthz" else daemon.readyz()
-                text = f"{problem}\n" if problem else "ok\n"
-                if path == "/readyz":
-                    text += "".join(f"{line}\n" for line in daemon.health.outcome_lines())
-                self._send(503 if problem else 200, text.encode(), _TEXT, body=body)
-            else:
-                self._send(404, b"not found\n", _TEXT, body=body)
-
-        def _refuse(self) -> None:
-            self._send(405, b"read-only: GET or HEAD\n", _TEXT, allow="GET, HEAD")
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
-
-        def _send(
-            self,
-            code: int,
-            data: bytes,
-            content_type: str,
-            *,
-            body: bool = True,
-            allow: str | None = None,
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            if allow:
-                self.send_header("Allow", allow)
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logging.getLogger("syncd.http").debug(format, *args)
-
-    return Handler

@@ -5,8 +5,17 @@ Labels carry secret names, provider names and operations; never a value or finge
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from syncd import __version__
 from syncd.engine import CycleResult
 from syncd.model import ROLLOUT_STATES
 
@@ -25,8 +34,19 @@ class Metrics:
     """Every metric the daemon exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # ``*_created`` series only double every counter and histogram: nothing alerts on
+        # them. The switch is process-wide and read on every scrape; syncd's registry is
+        # the only one it serves.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.build_info = Gauge(
+            "syncd_build_info",
+            "Always 1; the labels say which syncd and Python run.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.syncs = Counter(
             "syncd_syncs", "Secret syncs by result.", ["secret", "result"], registry=r
         )
@@ -86,6 +106,13 @@ class Metrics:
         )
         self.config_reloads = Counter(
             "syncd_config_reloads", "Config reloads by result.", ["result"], registry=r
+        )
+        self.sync_requests = Counter(
+            "syncd_sync_requests",
+            "POST /sync requests by result (accepted, merged, unauthorized, unavailable, "
+            "not-leader, unknown, invalid).",
+            ["result"],
+            registry=r,
         )
 
     def count_call(self, component: str, operation: str, status: str) -> None:
