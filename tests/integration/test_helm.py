@@ -92,6 +92,7 @@ def test_template_security_and_probes(kube_env, tmp_path):
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "Pod",  # the `helm test` hook
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
@@ -107,6 +108,7 @@ def test_template_security_and_probes(kube_env, tmp_path):
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["syncd.yaml"])
     assert config["instance"] == "rel"
     assert config["target"] == {
@@ -207,6 +209,11 @@ def test_manifests_pass_server_side_validation(kube_env, api, tmp_path, namespac
     dyn = DynamicClient(api.ApiClient())
     ns = namespaces[0]
     docs = rendered(kube_env, tmp_path, ns, replicaCount=2, namespaces=[namespaces[1]])
+    # the `helm test` Pod is admitted only once its ServiceAccount exists: create that for real
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    api.CoreV1Api().create_namespaced_service_account(ns, account)
+    docs.remove(account)
+    assert "Pod" in {d["kind"] for d in docs}
     for doc in docs:
         resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         target_ns = doc["metadata"].get("namespace", ns) if resource.namespaced else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -442,3 +443,81 @@ def test_four_releases_rotate_at_once_each_in_its_own_namespace(kube_env, api, t
         f"\nfour releases rotated at once: all four consumers on v2 {converged:.1f}s after the "
         f"change; writes per process {[len(p.proxy.writes()) for p in pods]}"
     )
+
+
+# ---------------------------------------------------------------------- helm test
+
+
+def _pod_phase(api: Any, ns: str, name: str) -> str | None:
+    pods = api.CoreV1Api().list_namespaced_pod(ns, field_selector=f"metadata.name={name}").items
+    return pods[0].status.phase if pods else None
+
+
+def test_helm_test_runs_doctor_as_the_release(kube_env, api, ns, tmp_path):
+    """``helm test`` on an installed release. Its hook Pod is admitted with the release's
+    ServiceAccount and scheduled; kwok plays the kubelet but runs no container, so the Pod's
+    process is run here as the kubelet would run it: ``syncd doctor`` with the Pod's own
+    args, the config the release rendered and a token of the Pod's ServiceAccount (RBAC is
+    the chart's). Its exit code becomes the Pod's phase, as a kubelet reports it, and
+    ``helm test`` reports that phase."""
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(yaml.safe_dump({"api_key": new_value()}))
+    helm(kube_env, "install", "rel", str(CHART), "-n", ns, "-f", str(_values(tmp_path, keys)))
+    try:
+        config = _rendered_config(api, ns, "rel")
+        token = sa_token(api, ns, "rel-syncd")
+        config["target"]["kubeconfig"] = write_kubeconfig(
+            tmp_path / "sa.kubeconfig",
+            server=kube_env["SYNCD_KUBE_SERVER"],
+            token=token,
+            ca=kube_env["SYNCD_KUBE_CA"],
+        )
+        path = tmp_path / "syncd.yaml"
+        path.write_text(yaml.safe_dump(config))
+        # what the release's own pod would have done by now: a first sync, and an app uses it
+        assert run(path).ok
+        _consumer(api, ns, "api-key-v1")
+        test = subprocess.Popen(
+            [
+                *(kube_env["SYNCD_KUBE_HELM"], "--kubeconfig", kube_env["KUBECONFIG"]),
+                *("test", "rel", "-n", ns, "--timeout", "120s"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            name = "rel-syncd-doctor"
+            wait_until("the test pod running", lambda: _pod_phase(api, ns, name) == "Running")
+            pod = api.CoreV1Api().read_namespaced_pod(name, ns)
+            assert pod.metadata.annotations["helm.sh/hook"] == "test"
+            assert pod.spec.service_account_name == "rel-syncd"
+            assert pod.spec.node_name, "scheduled"
+            (container,) = pod.spec.containers
+            assert container.args[0] == "doctor"
+            doctor = subprocess.run(
+                [
+                    *(sys.executable, "-m", "syncd"),
+                    *(a for a in container.args if not a.startswith("--config=")),
+                    *("--config", str(path)),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+            assert "no problems found" in doctor.stdout
+            api.CoreV1Api().patch_namespaced_pod_status(
+                name, ns, {"status": {"phase": "Succeeded"}}
+            )
+            out, err = test.communicate(timeout=120)
+        finally:
+            if test.poll() is None:
+                test.kill()
+                test.wait()
+        assert test.returncode == 0, out + err
+        assert re.search(r"TEST SUITE:\s+rel-syncd-doctor", out), out
+        assert re.search(r"Phase:\s+Succeeded", out), out
+    finally:
+        helm(kube_env, "uninstall", "rel", "-n", ns)

@@ -1,22 +1,127 @@
 {{/* Names and labels shared by every template. */}}
+{{- define "syncd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "syncd.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "syncd.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "syncd.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "syncd.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The chart's labels, then commonLabels: a common label can't replace one of the chart's. */}}
 {{- define "syncd.labels" -}}
-{{ include "syncd.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- $labels := include "syncd.selectorLabels" . | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/version" .Chart.AppVersion -}}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" .Release.Service -}}
+{{- $_ := set $labels "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63) -}}
+{{- toYaml (merge $labels (default (dict) .Values.commonLabels)) -}}
+{{- end -}}
+
+{{/* The chart's labels with more of an object's own (these win): (list $ extraLabels). */}}
+{{- define "syncd.labelsWith" -}}
+{{- $extra := deepCopy (default (dict) (index . 1)) -}}
+{{- toYaml (merge $extra (include "syncd.labels" (index . 0) | fromYaml)) -}}
+{{- end -}}
+
+{{/* The pods' labels: the selector's win over podLabels, which win over commonLabels. */}}
+{{- define "syncd.podLabels" -}}
+{{- $labels := include "syncd.selectorLabels" . | fromYaml -}}
+{{- toYaml (merge $labels (default (dict) .Values.podLabels) (default (dict) .Values.commonLabels)) -}}
+{{- end -}}
+
+{{/* The ConfigMap holding syncd.yaml: the user's own, or the one the chart renders. */}}
+{{- define "syncd.configMapName" -}}
+{{- default (include "syncd.fullname" .) .Values.existingConfigMap -}}
+{{- end -}}
+
+{{- define "syncd.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* A probe's timings from its values (livenessProbe, readinessProbe, startupProbe). */}}
+{{- define "syncd.probeTimings" -}}
+{{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
+{{- if hasKey $ $key }}
+{{ $key }}: {{ get $ $key }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The mounts and volumes the syncd container and the test pod's share: the config, a scratch
+/tmp, and the provider credentials (extraVolumes, extraVolumeMounts).
+*/}}
+{{- define "syncd.volumeMounts" -}}
+- name: config
+  mountPath: /etc/syncd
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "syncd.podVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "syncd.configMapName" . }}
+- name: tmp
+  emptyDir: {medium: Memory, sizeLimit: 16Mi}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* imagePullSecrets: each given as a name or as {name: ...}. */}}
+{{- define "syncd.imagePullSecrets" -}}
+{{- range .Values.imagePullSecrets }}
+{{- if kindIs "string" . }}
+- name: {{ . }}
+{{- else }}
+- name: {{ .name }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The scheduling settings the syncd pod and the test pod share. */}}
+{{- define "syncd.scheduling" -}}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+PromQL label matchers for this release's series: a ServiceMonitor labels them with the
+Service's namespace and, as the job, its name.
+*/}}
+{{- define "syncd.metricsSelector" -}}
+{{- default (printf "namespace=%q, job=\"%s-metrics\"" .Release.Namespace (include "syncd.fullname" .)) .Values.prometheusRule.selector -}}
 {{- end -}}
 
 {{- define "syncd.serviceAccountName" -}}
