@@ -307,9 +307,12 @@ class Proxy:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def writes(self, since: float = 0.0) -> list[tuple[float, str, str]]:
-        """Writes to the target (not to the Lease) at or after ``since``."""
+        """Writes to the target at or after ``since``: not to the Lease, nor the Events
+        (best-effort notes about the writes, not writes of the swap)."""
         return [
-            r for r in self.requests if r[1] != "GET" and "/leases" not in r[2] and r[0] >= since
+            r
+            for r in self.requests
+            if r[1] != "GET" and "/leases" not in r[2] and "/events" not in r[2] and r[0] >= since
         ]
 
     def script(self, rule: Rule) -> Rule:
