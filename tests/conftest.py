@@ -43,6 +43,7 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -51,6 +52,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from syncd.config import load_config
+from syncd.daemon import Daemon
 from syncd.engine import CycleResult, Engine
 from syncd.errors import SyncdError
 from syncd.logs import QUIET_LOGGERS, formatter
@@ -575,3 +577,30 @@ def pytest_runtest_makereport(
     elif leaks:
         report.sections.append(("leak canaries", _report(leaks)))
     return report
+
+
+@contextmanager
+def running_daemons(stop_within: float) -> Iterator[Callable[[Path], Daemon]]:
+    """``start(path)`` runs a daemon on a thread until its listener and scheduler are up;
+    on exit every daemon is told to stop, then each must have stopped within
+    ``stop_within`` seconds."""
+    started: list[tuple[Daemon, threading.Thread]] = []
+
+    def start(path: Path) -> Daemon:
+        daemon = Daemon(path)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        wait_until(
+            "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
+        )
+        started.append((daemon, thread))
+        return daemon
+
+    try:
+        yield start
+    finally:
+        for daemon, _ in started:
+            daemon.stop_event.set()
+        for _, thread in started:
+            thread.join(timeout=stop_within)
+            assert not thread.is_alive(), f"the daemon did not stop within {stop_within:g}s"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from syncd.daemon import Daemon
-from tests.conftest import new_value, wait_until
+from tests.conftest import new_value, running_daemons, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
     Project,
     ns_fixture,
@@ -57,24 +56,8 @@ def _post(daemon: Daemon, path: str, token: str) -> tuple[int, bytes]:
 
 @pytest.fixture
 def running() -> Iterator[Callable[[Path], Daemon]]:
-    started: list[tuple[Daemon, threading.Thread]] = []
-
-    def start(path: Path) -> Daemon:
-        daemon = Daemon(path)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        wait_until(
-            "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
-        )
-        started.append((daemon, thread))
-        return daemon
-
-    yield start
-    for daemon, _ in started:
-        daemon.stop_event.set()
-    for _, thread in started:
-        thread.join(timeout=60)
-        assert not thread.is_alive(), "the daemon did not stop within 60s"
+    with running_daemons(stop_within=60) as start:
+        yield start
 
 
 def test_a_post_makes_the_new_version_now(

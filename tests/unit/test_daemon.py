@@ -17,7 +17,7 @@ import yaml
 
 from syncd.daemon import Daemon
 from syncd.errors import SyncdError
-from tests.conftest import new_value, wait_until
+from tests.conftest import new_value, running_daemons, wait_until
 
 
 def daemon_config(write_config, world_name: str | None = None, **extra):
@@ -45,23 +45,8 @@ def get(daemon: Daemon, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 def running(write_config):
-    started: list[tuple[Daemon, threading.Thread]] = []
-
-    def start(path) -> Daemon:
-        daemon = Daemon(path)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        wait_until(
-            "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
-        )
-        started.append((daemon, thread))
-        return daemon
-
-    yield start
-    for daemon, thread in started:
-        daemon.stop_event.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the daemon did not stop within 30s"
+    with running_daemons(stop_within=30) as start:
+        yield start
 
 
 def test_one_job_per_refresh_group_with_jitter(write_config):

@@ -24,7 +24,7 @@ from syncd.endpoints import MAX_BODY
 from syncd.engine import Engine
 from syncd.errors import ConfigError
 from syncd.trigger import MAX_NAMES, SyncQueue
-from tests.conftest import new_value, wait_until
+from tests.conftest import new_value, running_daemons, wait_until
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -94,23 +94,8 @@ def idle(daemon: Daemon) -> bool:
 
 @pytest.fixture
 def running():
-    started: list[tuple[Daemon, threading.Thread]] = []
-
-    def start(path: Path) -> Daemon:
-        daemon = Daemon(path)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        wait_until(
-            "the daemon to start", lambda: daemon.server is not None and daemon.scheduler.running
-        )
-        started.append((daemon, thread))
-        return daemon
-
-    yield start
-    for daemon, thread in started:
-        daemon.stop_event.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the daemon did not stop within 30s"
+    with running_daemons(stop_within=30) as start:
+        yield start
 
 
 @pytest.fixture
