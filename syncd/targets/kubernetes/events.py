@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from syncd.kube import KubeClient, Resource
+from syncd.kube import RESOURCES, KubeClient, Resource
 from syncd.redact import REDACTOR
 
 log = logging.getLogger("syncd.targets.kubernetes")
@@ -30,16 +30,6 @@ COMPONENT = "syncd"
 #: The API server refuses longer messages.
 MAX_MESSAGE = 1024
 
-#: The apiVersion of each kind an Event may be about.
-_API_VERSIONS = {
-    "Secret": "v1",
-    "Deployment": "apps/v1",
-    "StatefulSet": "apps/v1",
-    "DaemonSet": "apps/v1",
-    "CronJob": "batch/v1",
-    "Job": "batch/v1",
-}
-
 
 @dataclass(frozen=True)
 class Subject:
@@ -49,6 +39,15 @@ class Subject:
     namespace: str
     name: str
     api_version: str = ""
+
+
+def _api_version(kind: str) -> str:
+    """``apps/v1`` for a built-in kind syncd knows (``kube.RESOURCES``); '' for others (a
+    custom workload), which the API server accepts."""
+    resource = RESOURCES.get(kind)
+    if resource is None:
+        return ""
+    return f"{resource.group}/{resource.version}" if resource.group else resource.version
 
 
 class Events:
@@ -97,7 +96,7 @@ class Events:
                 "labels": {"app.kubernetes.io/managed-by": "syncd"},
             },
             "involvedObject": {
-                "apiVersion": subject.api_version or _API_VERSIONS.get(subject.kind, ""),
+                "apiVersion": subject.api_version or _api_version(subject.kind),
                 "kind": subject.kind,
                 "namespace": subject.namespace,
                 "name": subject.name,
