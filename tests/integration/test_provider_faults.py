@@ -445,16 +445,20 @@ class Rig:
         return next((i for i in self.items(since) if i.name == name and i.error), None)
 
     def settled(self) -> bool:
-        """Both secrets are in the target and the last cycle had no error and wrote nothing:
-        what the target holds now stays. (A cycle that lands a change can leave metadata for
-        the next one, e.g. the source reference a fresh listing returns, so a cycle with
-        errors gone is not yet enough.)"""
+        """Both secrets are in the target, no cycle is running, and the last one covered both,
+        had no error and wrote nothing: what the target holds now stays. (A cycle that lands
+        a change can leave metadata for the next one, e.g. the source reference a fresh
+        listing returns, so a cycle with errors gone is not yet enough; and a retry runs one
+        secret only, so it says nothing of the other.)"""
         done = list(self.results)
+        if not done or self.daemon.health.running_since is not None:
+            return False
+        last = done[-1][1]
         return (
-            bool(done)
-            and all(self.value(k) is not None for k in self.names)
-            and all(not i.error for i in done[-1][1].items)
-            and done[-1][1].target_writes == 0
+            all(self.value(k) is not None for k in self.names)
+            and {i.name for i in last.items} >= set(self.names.values())
+            and all(not i.error for i in last.items)
+            and last.target_writes == 0
         )
 
     def value(self, key: str) -> bytes | None:
@@ -712,7 +716,19 @@ def shows(watch: Watch) -> PlanItem:
         lambda: (got := rig.get("/readyz"))[0] == 503 and name in got[1],
         timeout=15,
     )
-    assert snapshot(rig.out) == watch.target, "the target changed while the provider failed"
+    assert snapshot(rig.out) == watch.target, (
+        "the target changed while the provider failed; requests since the fault: "
+        + "; ".join(
+            f"{s.at - watch.since:.2f}s {s.method} {s.path} {s.action}"
+            for s in rig.proxy.requests(since=watch.since)
+        )
+        + "; cycles: "
+        + "; ".join(
+            f"{at - watch.since:.2f}s writes={r.target_writes} "
+            + ",".join(f"{i.name}:{i.action}:{'error' if i.error else 'ok'}" for i in r.items)
+            for at, r in list(rig.results)[-8:]
+        )
+    )
     error = item.error or ""
     assert item.error_kind == "provider", item
     assert f"provider {rig.backend.name!r}" in error and rig.backend.described("a") in error, error
