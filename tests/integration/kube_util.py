@@ -35,6 +35,8 @@ from syncd.engine import CycleResult, Engine
 from tests.conftest import ROOT, wait_until
 
 CHART = ROOT / "helm" / "syncd"
+#: Election settings short enough for a test: lease 3 s, writes stop 2 s after a renewal.
+ELECTION = {"enabled": True, "duration": 3, "renew_deadline": 2, "renew_every": 0.3}
 
 #: Request headers the proxy passes on: what the API server needs to read and authenticate
 #: a request (a ServiceAccount token travels in ``Authorization``).

@@ -30,6 +30,7 @@ from syncd.engine import Engine
 from syncd.leader import LeaderElector
 from tests.conftest import new_value, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    ELECTION,
     Project,
     Proxy,
     free_port,
@@ -42,9 +43,6 @@ from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
 )
 
 pytestmark = pytest.mark.timeout(300)
-
-#: Election settings short enough for a test: lease 3 s, writes stop 2 s after a renewal.
-ELECTION = {"enabled": True, "duration": 3, "renew_deadline": 2, "renew_every": 0.3}
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 from syncd.daemon import Daemon
 from tests.conftest import new_value, running_daemons, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    ELECTION,
     Project,
     ns_fixture,
     project_fixture,
@@ -28,9 +29,6 @@ from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
 )
 
 pytestmark = pytest.mark.timeout(240)
-
-#: Election settings short enough for a test: lease 3 s, writes stop 2 s after a renewal.
-ELECTION = {"enabled": True, "duration": 3, "renew_deadline": 2, "renew_every": 0.3}
 
 
 def _config(project: Project, token: str, *, file: str = "syncd.yaml", **target: Any) -> Path:
