@@ -65,6 +65,8 @@ class Health:
     started: float = field(default_factory=time.monotonic)
     intervals: dict[float, float] = field(default_factory=dict)  # interval -> last cycle end
     failing_since: dict[str, float] = field(default_factory=dict)
+    #: the failing secrets whose last failure won't pass by itself (``PlanItem.needs_fix``)
+    needs_fix: set[str] = field(default_factory=set)
     config_loaded: bool = False
     running_since: float | None = None
     #: why the last reload was refused (the previous config keeps running)
@@ -95,7 +97,8 @@ class Health:
             return f"config reload failed, running the previous config: {self.reload_failed}"
         old = {n: t for n, t in self.failing_since.items() if now - t > grace}
         if old:
-            return f"failing for over {grace:.0f}s: {', '.join(sorted(old))}"
+            named = (f"{n} (needs a fix)" if n in self.needs_fix else n for n in sorted(old))
+            return f"failing for over {grace:.0f}s: {', '.join(named)}"
         return None
 
 
@@ -240,7 +243,7 @@ class Daemon:
             self._forget_series(interval, reported)
         else:  # a retry or a request: what it made is known until its group runs again
             self._reported = self._reported | reported
-        failed: list[str] = []
+        failed: list[tuple[str, bool]] = []
         for item in result.items:
             self._note_outcome(item)
             if item.error:
@@ -258,21 +261,26 @@ class Daemon:
                     ),
                 )
                 self.health.failing_since.setdefault(item.name, end)
+                if item.needs_fix:
+                    self.health.needs_fix.add(item.name)
+                else:
+                    self.health.needs_fix.discard(item.name)
                 if item.outcome in ("rolled-back", "held"):
                     continue  # final until the upstream value changes: the refresh sees that
                 if item.until:
                     self._schedule_retry(item.name, at=item.until)
                 else:
-                    failed.append(item.name)
+                    failed.append((item.name, not item.needs_fix))
             else:
                 if item.action != "unchanged":
                     log.info("%s: %s v%s", shown(item.name), item.action, item.version)
                 self.health.failing_since.pop(item.name, None)
+                self.health.needs_fix.discard(item.name)
                 self._failures.pop(item.name, None)
                 if item.outcome == "waiting-window" and item.until:
                     self._schedule_retry(item.name, at=item.until)
-        for name in failed:
-            self._schedule_retry(name)
+        for name, transient in failed:
+            self._schedule_retry(name, transient=transient)
 
     def _note_outcome(self, item: PlanItem) -> None:
         """Keep what ``/readyz`` says besides failures: who waits for a window, and which
@@ -295,6 +303,7 @@ class Daemon:
             self.metrics.forget(gone)
             for name in gone:
                 self.health.failing_since.pop(name, None)
+                self.health.needs_fix.discard(name)
         self._series = alive
 
     # ------------------------------------------------------------------ POST /sync
@@ -325,20 +334,29 @@ class Daemon:
         elif names:
             self.run_group(None, names)
 
-    def backoff(self, name: str) -> float:
-        """The retry schedule's delay before the next retry of ``name``."""
-        self._failures[name] += 1
+    def backoff(self, name: str, *, transient: bool = True) -> float:
+        """The retry schedule's delay before the next retry of ``name``.
+
+        A failure that may pass by itself steps up from ``backoff_min``; one that needs a fix
+        (credentials refused, a missing reference, bad input) waits ``backoff_max`` at once:
+        retrying it sooner only repeats the same error and spends the provider's quota. Its
+        refresh, a reload or ``POST /sync`` still runs it as soon as those come.
+        """
         settings = self.config.daemon
+        if not transient:
+            return backoff_delay(1, settings.backoff_max, settings.backoff_max)
+        self._failures[name] += 1
         return backoff_delay(self._failures[name], settings.backoff_min, settings.backoff_max)
 
-    def _schedule_retry(self, name: str, *, at: str | None = None) -> None:
+    def _schedule_retry(self, name: str, *, at: str | None = None, transient: bool = True) -> None:
         """Run ``name`` again: on the retry schedule, or at ``at`` (a window opening, a
         rollback's next attempt stored in the target)."""
         when = _parse_time(at) if at else None
         if when is None:
-            delay = self.backoff(name)
+            delay = self.backoff(name, transient=transient)
             when = datetime.now().astimezone() + timedelta(seconds=delay)
-        log.info("running %s again at %s", shown(name), when.isoformat(timespec="seconds"))
+        why = "" if transient or at else " (needs a fix, so not sooner unless its refresh comes)"
+        log.info("running %s again at %s%s", shown(name), when.isoformat(timespec="seconds"), why)
         self.scheduler.add_job(
             self.run_group,
             "date",
@@ -391,6 +409,7 @@ class Daemon:
         self.metrics.leader.set(0 if elector else 1)
         self.health.reload_failed = None
         self.health.failing_since.clear()
+        self.health.needs_fix.clear()
         self._failures.clear()
         self.schedule()
         self.metrics.config_reloads.labels("ok").inc()

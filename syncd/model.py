@@ -200,6 +200,18 @@ class PlanItem:
         }
 
     @property
+    def needs_fix(self) -> bool:
+        """A provider's or the input's failure that won't pass by itself (credentials refused,
+        a missing reference, a value that doesn't parse): the daemon retries it on the slow
+        end of its schedule only. A target's or a rollout's failure is never judged so: an
+        API that is away or a rollout still moving comes back without anyone acting."""
+        return (
+            self.error is not None
+            and self.error_kind in ("provider", "input")
+            and (not self.transient)
+        )
+
+    @property
     def changes(self) -> bool:
         """Whether this item writes anything to the target."""
         return self.action in ("create", "update", "repoint", "delete", "import") or bool(

@@ -11,12 +11,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import pytest
 import yaml
 
 from syncd.daemon import Daemon
+from syncd.engine import CycleResult
 from syncd.errors import SyncdError
+from syncd.model import PlanItem
 from tests.conftest import new_value, running_daemons, wait_until
 
 
@@ -116,6 +119,45 @@ def test_failure_schedules_its_own_retry(write_config, tmp_path):
         job = daemon.scheduler.get_job("retry:slow")
         assert job is not None and job.args == (None, ["slow"])
         assert "slow" in daemon.health.failing_since
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "transient", "slow"),
+    [
+        ("provider", True, False),
+        ("provider", False, True),
+        ("input", False, True),
+        ("target", False, False),  # an API that is away comes back without anyone acting
+        ("convergence", False, False),
+    ],
+)
+def test_a_failure_that_needs_a_fix_waits_the_slow_end_of_the_schedule(
+    write_config, monkeypatch, kind, transient, slow
+):
+    """``transient`` drives the retry: a failure that may pass by itself steps up from
+    ``backoff_min``; a provider's or the input's that won't waits ``backoff_max`` at once,
+    and ``/readyz`` says which failing secrets need a fix."""
+    daemon = Daemon(daemon_config(write_config, daemon={"backoff_min": 10, "backoff_max": 600}))
+    failed = PlanItem("slow", "error", error="it failed", error_kind=kind, transient=transient)
+    monkeypatch.setattr(
+        daemon.engine, "run_cycle", lambda **_: CycleResult([failed], {}, target_writes=0)
+    )
+    daemon.scheduler.start(paused=True)
+    try:
+        before = datetime.now().astimezone()
+        for _ in range(3):  # repeated failures: a transient one keeps stepping up
+            daemon.run_group(3600.0, ["slow"])
+        job = daemon.scheduler.get_job("retry:slow")
+        assert job is not None
+        wait = (job.next_run_time - before).total_seconds()
+        if slow:
+            assert 0.8 * 600 - 1 <= wait <= 600 + 1, wait
+        else:
+            assert 0.8 * 40 - 1 <= wait <= 40 + 1, wait  # the third step: 10, 20, 40
+        unready = daemon.health.unready(now=time.monotonic() + 10**6, grace=1)
+        assert unready is not None and ("slow (needs a fix)" in unready) is slow, unready
     finally:
         daemon.scheduler.shutdown(wait=False)
 
