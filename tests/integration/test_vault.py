@@ -710,14 +710,15 @@ def test_expired_static_token_is_reported_then_rereads_token_file(
     h: Harness, env: dict[str, str], prod: hvac.Client, prefix: str
 ) -> None:
     put(prod, f"{prefix}/e", {"v": new_value()})
-    short = child_token(prod, policies=["syncd-read"], ttl="2s", renewable=False)
+    # 4 s: the first call must land inside it on a loaded machine, and the wait stays short
+    short = child_token(prod, policies=["syncd-read"], ttl="4s", renewable=False)
     token_file = h.file("token", short)
     p = h.provider(
         addr=env["SYNCD_VAULT_PROD_ADDR"], auth={"method": "token", "token_file": token_file}
     )
     r = ref(f"{prefix}/e", key="v")
     assert numbers(p.versions([r])) == {r: "1"}
-    time.sleep(2.5)
+    time.sleep(4.5)
     text = error_of(p.versions([r])[r])
     assert "the token was refused (HTTP 403" in text and "expired, revoked or wrong" in text
     h.file("token", child_token(prod, policies=["syncd-read"], ttl="1h"))  # an agent rotates it
@@ -728,14 +729,15 @@ def test_renewable_static_token_is_renewed(
     h: Harness, env: dict[str, str], prod: hvac.Client, prefix: str
 ) -> None:
     put(prod, f"{prefix}/n", {"v": new_value()})
-    token = child_token(prod, policies=["syncd-read"], ttl="3s", explicit_max_ttl="1h")
+    # 6 s: renewed at two thirds (4 s), so a renewal may run 2 s late on a loaded machine
+    token = child_token(prod, policies=["syncd-read"], ttl="6s", explicit_max_ttl="1h")
     p = h.provider(
         addr=env["SYNCD_VAULT_PROD_ADDR"],
         auth={"method": "token", "token_file": h.file("t", token)},
     )
     r = ref(f"{prefix}/n", key="v")
     assert numbers(p.versions([r])) == {r: "1"}
-    time.sleep(4.5)  # past the original TTL: alive only because it was renewed
+    time.sleep(10)  # past the original TTL: alive only because it was renewed (at 4 s, 8 s)
     assert numbers(p.versions([r])) == {r: "1"}
     assert h.counts()["renew"] >= 2 and h.counts()["lookup_self"] == 1
 
