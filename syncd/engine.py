@@ -21,6 +21,7 @@ error for that source, never a reason to prune.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
 from syncd.config import Config, Secret, SecretSpec
 from syncd.errors import ProviderError, SyncdError, TargetError
+from syncd.expiry import Book, earliest
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import NewVersion, PlanItem, VersionInfo
 from syncd.redact import REDACTOR, Redactor
@@ -159,6 +161,8 @@ class Engine:
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
+        # certificate expiries of the values read, so cycles that read nothing still know them
+        self._certificates = Book()
         self.swap = Swap(
             self.target, schedule=(config.daemon.backoff_min, config.daemon.backoff_max)
         )
@@ -381,6 +385,7 @@ class Engine:
         self._expand_sources(works)
         self._collect_tokens(works)
         self._fetch_changed(works)
+        self._expiries(works)
         self._render(works, key)
 
     # ------------------------------------------------------------------ expansion
@@ -720,6 +725,30 @@ class Engine:
                     continue
                 self.redactor.register(result.value)
                 work.values[key] = result
+
+    def _expiries(self, works: Sequence[Work]) -> None:
+        """Each key's expiry: the earliest of its source's metadata and the certificates in
+        its value, read this cycle or, at the same version token, in an earlier one."""
+        for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
+            provider = self.provider(name)
+            refs = list(dict.fromkeys(ref for _, _, ref in entries))
+            noted = provider.expiry(refs) if isinstance(provider, Provider) else {}
+            for work, key, ref in entries:
+                fetched = work.values.get(key)
+                token = work.tokens.get(key)
+                if fetched is None:
+                    certificate = self._certificates.known(work.secret.name, key, token)
+                else:
+                    token = fetched.token if fetched.token is not None else token
+                    certificate = self._certificates.read(
+                        work.secret.name, key, token, fetched.value
+                    )
+                when = earliest(noted.get(ref), certificate)
+                if when is not None and math.isfinite(when):
+                    work.item.expires[key] = when
+        for work in works:
+            if work.item.error is None:  # a failed listing says nothing about the keys
+                self._certificates.retain(work.secret.name, set(work.secret.refs))
 
     def _render(self, works: Sequence[Work], key: bytes) -> None:
         for work in works:

@@ -1,0 +1,242 @@
+"""Expiry: the ``notAfter`` of PEM certificates in values, the engine's memory of it across
+cycles that read nothing, and ``syncd_secret_expiry_timestamp_seconds`` (labels: secret and
+key only, never a value)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import generate_latest
+
+from syncd.config import load_config
+from syncd.engine import Engine
+from syncd.expiry import Book, certificate_expiry, earliest
+from syncd.metrics import Metrics
+from syncd.model import PlanItem
+from tests.certs import certificate
+from tests.certs import days_from_now as at
+from tests.conftest import new_value
+
+METRIC = "syncd_secret_expiry_timestamp_seconds"
+
+
+# ---------------------------------------------------------------------- PEM
+
+
+def test_one_certificate_gives_its_not_after():
+    when = at(30)
+    assert certificate_expiry(certificate(when)) == when.timestamp()
+
+
+def test_a_chain_gives_its_earliest_not_after_in_any_order():
+    leaf, ca = at(10), at(400)
+    assert certificate_expiry(certificate(ca) + certificate(leaf)) == leaf.timestamp()
+    assert certificate_expiry(certificate(leaf) + certificate(ca)) == leaf.timestamp()
+
+
+def test_a_certificate_inside_other_text_and_beside_a_key_is_found():
+    when = at(5)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    value = b"# bundle\n" + key + certificate(when) + b"trailing text\n"
+    assert certificate_expiry(value) == when.timestamp()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nMIIB" + b"A" * 5000,  # no end line
+        b"",
+        b"\xff\xfe\x00binary",
+        b"plain password",
+    ],
+    ids=["not-der", "not-base64", "unterminated", "empty", "binary", "text"],
+)
+def test_garbage_and_non_pem_values_have_no_expiry(value):
+    assert certificate_expiry(value) is None
+
+
+def test_a_garbled_certificate_does_not_hide_a_good_one():
+    when = at(3)
+    garbled = b"-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n"
+    assert certificate_expiry(garbled + certificate(when)) == when.timestamp()
+
+
+def test_a_canary_value_with_a_certificate_gives_a_time_only(canary):
+    when = at(7)
+    value = canary.encode() + b"\n" + certificate(when) + canary.encode()
+    assert certificate_expiry(value) == when.timestamp()
+
+
+def test_earliest_ignores_unknown_times():
+    assert earliest(None, 5.0, 3.0) == 3.0
+    assert earliest(None, None) is None
+
+
+def test_the_book_knows_an_expiry_only_at_the_token_it_was_read_at():
+    book = Book()
+    pem = certificate(at(2))
+    when = book.read("tls", "crt", "t1", pem)
+    assert when is not None
+    assert book.known("tls", "crt", "t1") == when
+    assert book.known("tls", "crt", "t2") is None
+    assert book.known("tls", "other", "t1") is None
+    book.read("tls", "nokey", None, pem)
+    assert book.known("tls", "nokey", None) is None  # an unknown token is read every cycle
+    book.retain("tls", {"nokey"})
+    assert book.known("tls", "crt", "t1") is None
+
+
+# ---------------------------------------------------------------------- engine
+
+
+def _bundle_config(write_config, tmp_path, values: dict[str, str]):
+    path = write_config(
+        values=values,
+        secrets=[
+            {
+                "name": "tls",
+                "data": {k: {"provider": "local", "key": k} for k in values},
+            },
+            {"name": "plain", "from": {"provider": "local", "key": "plain"}},
+        ],
+    )
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump({**values, "plain": new_value()}))
+    return path
+
+
+def test_the_engine_reports_each_keys_expiry_and_keeps_it_without_reading(write_config, tmp_path):
+    leaf, ca = at(20), at(300)
+    values = {
+        "crt": (certificate(leaf) + certificate(ca)).decode(),
+        "ca": certificate(ca).decode(),
+        "key": new_value(),
+    }
+    engine = Engine(load_config(_bundle_config(write_config, tmp_path, values)))
+    try:
+        first = engine.run_cycle()
+        assert first.ok, first.items
+        items = {i.name: i for i in first.items}
+        assert items["tls"].expires == {"crt": leaf.timestamp(), "ca": ca.timestamp()}
+        assert items["plain"].expires == {}
+        reads = first.calls["local"]["read"]
+        again = engine.run_cycle()
+        assert again.calls["local"]["read"] == reads  # nothing changed: nothing read
+        assert {i.name: i for i in again.items}["tls"].expires == items["tls"].expires
+        sooner = at(1)
+        values["crt"] = certificate(sooner).decode()
+        (tmp_path / "keys.yaml").write_text(yaml.safe_dump({**values, "plain": new_value()}))
+        changed = engine.run_cycle()
+        assert {i.name: i for i in changed.items}["tls"].expires == {
+            "crt": sooner.timestamp(),
+            "ca": ca.timestamp(),
+        }
+    finally:
+        engine.close()
+
+
+def test_a_fresh_engine_knows_certificates_once_it_reads_them(write_config, tmp_path):
+    """Certificate expiries live in the process: a new one (a restart) knows a certificate
+    it hasn't read only once its value is read again (docs/metrics say so)."""
+    when = at(9)
+    path = _bundle_config(write_config, tmp_path, {"crt": certificate(when).decode()})
+    first = Engine(load_config(path))
+    try:
+        assert {i.name: i for i in first.run_cycle().items}["tls"].expires == {
+            "crt": when.timestamp()
+        }
+    finally:
+        first.close()
+    second = Engine(load_config(path))
+    try:
+        assert {i.name: i for i in second.run_cycle().items}["tls"].expires == {}
+    finally:
+        second.close()
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def _sample(text: str, secret: str, key: str) -> float | None:
+    prefix = f'{METRIC}{{key="{key}",secret="{secret}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return None
+
+
+def test_the_gauge_has_one_series_per_key_and_drops_keys_and_secrets_that_go(canary):
+    metrics = Metrics()
+    when = at(4).timestamp()
+    item = PlanItem("tls", "unchanged", version=1, expires={"crt": when, "ca": when + 60})
+    metrics.observe_cycle(_result(item), seconds=0.1, now=0)
+    text = generate_latest(metrics.registry).decode()
+    assert _sample(text, "tls", "crt") == when
+    assert _sample(text, "tls", "ca") == when + 60
+    assert canary not in text
+    item = PlanItem("tls", "unchanged", version=1, expires={"crt": when})
+    metrics.observe_cycle(_result(item), seconds=0.1, now=0)
+    text = generate_latest(metrics.registry).decode()
+    assert _sample(text, "tls", "ca") is None and _sample(text, "tls", "crt") == when
+    failed = PlanItem("tls", "error", error="provider down", error_kind="provider")
+    metrics.observe_cycle(_result(failed), seconds=0.1, now=0)
+    text = generate_latest(metrics.registry).decode()
+    assert _sample(text, "tls", "crt") == when  # a failure knows nothing new: kept
+    metrics.forget({"tls"})
+    assert f'{METRIC}{{key="crt"' not in generate_latest(metrics.registry).decode()
+
+
+def _result(item: PlanItem):
+    from syncd.engine import CycleResult
+
+    return CycleResult(items=[item], calls={}, target_writes=0)
+
+
+def test_a_secret_value_never_reaches_the_metrics(write_config, tmp_path, canary):
+    when = at(11)
+    value = f"{canary}\n{certificate(when).decode()}{secrets.token_hex(4)}"
+    path = write_config(
+        values={"bundle": value},
+        secrets=[{"name": "tls", "from": {"provider": "local", "key": "bundle"}}],
+    )
+    metrics = Metrics()
+    engine = Engine(load_config(path))
+    try:
+        metrics.observe_cycle(engine.run_cycle(), seconds=0.1, now=0)
+    finally:
+        engine.close()
+    text = generate_latest(metrics.registry).decode()
+    assert _sample(text, "tls", "tls") == when.timestamp()
+    assert canary not in text
+
+
+def test_the_daemon_serves_the_expiry_on_metrics(write_config, canary):
+    """The whole path: a certificate in a source value, a running daemon, ``GET /metrics``."""
+    from tests.conftest import running_daemons, wait_until
+    from tests.unit.test_daemon import get
+
+    when = at(6)
+    path = write_config(
+        values={"tls": f"{canary}\n{certificate(when).decode()}"},
+        secrets=[{"name": "tls", "from": {"provider": "local", "key": "tls"}, "refresh": "1s"}],
+        daemon={"listen": "127.0.0.1:0"},
+    )
+    with running_daemons(stop_within=30) as start:
+        daemon = start(path)
+
+        def scraped() -> str | None:
+            text = get(daemon, "/metrics")[1]
+            return text if f"{METRIC}{{" in text else None
+
+        body = wait_until("the expiry series", scraped)
+    assert _sample(body, "tls", "tls") == when.timestamp()
+    assert canary not in body
