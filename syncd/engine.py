@@ -161,8 +161,9 @@ class Engine:
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
-        # certificate expiries of the values read, so cycles that read nothing still know them
-        self._certificates = Book()
+        #: certificate expiries of the values read, so cycles that read nothing still know
+        #: them (a reload hands them to the next engine)
+        self.certificates = Book()
         self.swap = Swap(
             self.target, schedule=(config.daemon.backoff_min, config.daemon.backoff_max)
         )
@@ -737,18 +738,18 @@ class Engine:
                 fetched = work.values.get(key)
                 token = work.tokens.get(key)
                 if fetched is None:
-                    certificate = self._certificates.known(work.secret.name, key, token)
+                    certificate = self.certificates.known(work.secret.name, key, (ref, token))
                 else:
                     token = fetched.token if fetched.token is not None else token
-                    certificate = self._certificates.read(
-                        work.secret.name, key, token, fetched.value
+                    certificate = self.certificates.read(
+                        work.secret.name, key, (ref, token), fetched.value
                     )
                 when = earliest(noted.get(ref), certificate)
                 if when is not None and math.isfinite(when):
                     work.item.expires[key] = when
         for work in works:
             if work.item.error is None:  # a failed listing says nothing about the keys
-                self._certificates.retain(work.secret.name, set(work.secret.refs))
+                self.certificates.retain(work.secret.name, set(work.secret.refs))
 
     def _render(self, works: Sequence[Work], key: bytes) -> None:
         for work in works:

@@ -6,7 +6,8 @@ that isn't PEM, or holds a block that doesn't parse as a certificate, simply has
 expiry. Nothing here raises on a value or logs one, and what comes out is a timestamp only.
 
 The engine reads values only when their version moved, so a certificate's expiry is kept in
-memory per secret, key and version token (``Book``): cycles that don't read still know it.
+memory per secret, key, reference and version token (``Book``): cycles that don't read still
+know it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
+
+from providers.base import Ref
+
+#: Where a value came from: its reference and the version token it was read at.
+Seen = tuple[Ref, str | None]
 
 #: One PEM certificate block (RFC 7468). The body can't hold a ``-``, so a block without its
 #: end line stops at the next dash and scanning stays linear in the value's size.
@@ -47,22 +53,24 @@ def earliest(*times: float | None) -> float | None:
 @dataclass
 class Book:
     """Certificate expiries of the values this process read, per secret and key, with the
-    version token they were read at: valid for as long as the source reports that token."""
+    reference and version token they were read at: valid while the source reports that
+    token for that reference. A config reload hands the book to the new engine (the
+    reference in each entry keeps an edited config from reusing another source's)."""
 
-    _read: dict[str, dict[str, tuple[str | None, float | None]]] = field(default_factory=dict)
+    _read: dict[str, dict[str, tuple[Ref, str | None, float | None]]] = field(default_factory=dict)
 
-    def read(self, secret: str, key: str, token: str | None, value: bytes) -> float | None:
-        """Note a value just read and return its certificate expiry."""
+    def read(self, secret: str, key: str, source: Seen, value: bytes) -> float | None:
+        """Note a value just read from ``source`` (reference, token); its certificate expiry."""
         when = certificate_expiry(value)
-        self._read.setdefault(secret, {})[key] = (token, when)
+        self._read.setdefault(secret, {})[key] = (*source, when)
         return when
 
-    def known(self, secret: str, key: str, token: str | None) -> float | None:
-        """The certificate expiry of the value read at ``token``, if this process read it."""
+    def known(self, secret: str, key: str, source: Seen) -> float | None:
+        """The certificate expiry of the value read at ``source``, if this process read it."""
         seen = self._read.get(secret, {}).get(key)
-        if seen is None or token is None or seen[0] != token:
+        if seen is None or source[1] is None or seen[:2] != source:
             return None
-        return seen[1]
+        return seen[2]
 
     def retain(self, secret: str, keys: set[str]) -> None:
         """Forget the keys of ``secret`` that are not in ``keys`` (they left its bundle)."""

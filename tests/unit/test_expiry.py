@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import generate_latest
 
+from providers.file import FileRef
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.expiry import Book, certificate_expiry, earliest
@@ -82,18 +83,20 @@ def test_earliest_ignores_unknown_times():
     assert earliest(None, None) is None
 
 
-def test_the_book_knows_an_expiry_only_at_the_token_it_was_read_at():
+def test_the_book_knows_an_expiry_only_at_the_reference_and_token_it_was_read_at():
     book = Book()
     pem = certificate(at(2))
-    when = book.read("tls", "crt", "t1", pem)
+    crt = FileRef(provider="local", key="crt")
+    when = book.read("tls", "crt", (crt, "t1"), pem)
     assert when is not None
-    assert book.known("tls", "crt", "t1") == when
-    assert book.known("tls", "crt", "t2") is None
-    assert book.known("tls", "other", "t1") is None
-    book.read("tls", "nokey", None, pem)
-    assert book.known("tls", "nokey", None) is None  # an unknown token is read every cycle
+    assert book.known("tls", "crt", (crt, "t1")) == when
+    assert book.known("tls", "crt", (crt, "t2")) is None
+    assert book.known("tls", "crt", (FileRef(provider="other", key="crt"), "t1")) is None
+    assert book.known("tls", "other", (crt, "t1")) is None
+    book.read("tls", "nokey", (crt, None), pem)
+    assert book.known("tls", "nokey", (crt, None)) is None  # no token: read every cycle
     book.retain("tls", {"nokey"})
-    assert book.known("tls", "crt", "t1") is None
+    assert book.known("tls", "crt", (crt, "t1")) is None
 
 
 # ---------------------------------------------------------------------- engine
@@ -240,3 +243,34 @@ def test_the_daemon_serves_the_expiry_on_metrics(write_config, canary):
         body = wait_until("the expiry series", scraped)
     assert _sample(body, "tls", "tls") == when.timestamp()
     assert canary not in body
+
+
+def test_a_reload_keeps_the_certificate_expiries_without_reading(write_config, tmp_path):
+    """A config edit builds a new engine; it takes over what the old one read, so the series
+    doesn't vanish (and the alert doesn't resolve) until the value changes."""
+    from syncd.daemon import Daemon
+
+    when = at(8)
+    path = write_config(
+        values={"tls": certificate(when).decode(), "other": new_value()},
+        secrets=[{"name": "tls", "from": {"provider": "local", "key": "tls"}, "refresh": "1s"}],
+        daemon={"listen": None},
+    )
+    daemon = Daemon(path)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.run_group(1.0, ["tls"])
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert _sample(text, "tls", "tls") == when.timestamp()
+        doc = yaml.safe_load(path.read_text())
+        doc["secrets"].append({"name": "other", "from": {"provider": "local", "key": "other"}})
+        path.write_text(yaml.safe_dump(doc))
+        assert daemon.reload()
+        daemon.run_group(1.0, ["tls"])
+        reads = daemon.engine.calls.snapshot().get("local", {}).get("read", 0)
+        assert reads == 0  # the new engine read nothing: the file didn't change
+        text = generate_latest(daemon.metrics.registry).decode()
+        assert _sample(text, "tls", "tls") == when.timestamp()
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        daemon.engine.close()
