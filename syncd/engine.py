@@ -731,9 +731,7 @@ class Engine:
         """Each key's expiry: the earliest of its source's metadata and the certificates in
         its value, read this cycle or, at the same version token, in an earlier one."""
         for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
-            provider = self.provider(name)
-            refs = list(dict.fromkeys(ref for _, _, ref in entries))
-            noted = provider.expiry(refs) if isinstance(provider, Provider) else {}
+            noted = self._noted_expiry(name, list(dict.fromkeys(ref for _, _, ref in entries)))
             for work, key, ref in entries:
                 fetched = work.values.get(key)
                 token = work.tokens.get(key)
@@ -745,11 +743,29 @@ class Engine:
                         work.secret.name, key, (ref, token), fetched.value
                     )
                 when = earliest(noted.get(ref), certificate)
-                if when is not None and math.isfinite(when):
+                if when is not None:
                     work.item.expires[key] = when
         for work in works:
             if work.item.error is None:  # a failed listing says nothing about the keys
                 self.certificates.retain(work.secret.name, set(work.secret.refs))
+
+    def _noted_expiry(self, name: str, refs: list[Ref]) -> dict[Ref, float]:
+        """What provider ``name`` noted about these references' expiry: finite times only,
+        and nothing from a provider whose answer isn't usable (a plugin's bug costs the
+        expiry, never the cycle)."""
+        provider = self.provider(name)
+        if isinstance(provider, ProviderError):
+            return {}
+        try:
+            noted = dict(provider.expiry(refs))
+        except Exception as exc:  # noqa: BLE001 - the values still sync
+            log.warning("provider %s: can't tell expiry times: %s", name, describe(exc))
+            return {}
+        return {
+            ref: float(when)
+            for ref, when in noted.items()
+            if isinstance(when, int | float) and not isinstance(when, bool) and math.isfinite(when)
+        }
 
     def _render(self, works: Sequence[Work], key: bytes) -> None:
         for work in works:

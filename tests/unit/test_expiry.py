@@ -274,3 +274,42 @@ def test_a_reload_keeps_the_certificate_expiries_without_reading(write_config, t
     finally:
         daemon.scheduler.shutdown(wait=False)
         daemon.engine.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [RuntimeError("plugin bug"), float("nan"), float("inf"), "2030-01-01", True],
+    ids=["raises", "nan", "inf", "text", "bool"],
+)
+def test_a_providers_unusable_expiry_costs_the_expiry_not_the_cycle(
+    write_config, monkeypatch, answer
+):
+    from providers.file import FileProvider
+
+    def expiry(self, refs):
+        if isinstance(answer, Exception):
+            raise answer
+        return dict.fromkeys(refs, answer)
+
+    monkeypatch.setattr(FileProvider, "expiry", expiry)
+    path = write_config(values={"plain": new_value()})
+    engine = Engine(load_config(path))
+    try:
+        result = engine.run_cycle()
+    finally:
+        engine.close()
+    assert result.ok, result.items
+    assert [i.expires for i in result.items] == [{}]
+
+
+def test_a_providers_expiry_is_exported_for_its_reference(write_config, monkeypatch):
+    """The other half of the test above: a usable time does come through."""
+    from providers.file import FileProvider
+
+    monkeypatch.setattr(FileProvider, "expiry", lambda self, refs: dict.fromkeys(refs, 1e9))
+    path = write_config(values={"plain": new_value()})
+    engine = Engine(load_config(path))
+    try:
+        assert [i.expires for i in engine.run_cycle().items] == [{"plain": 1e9}]
+    finally:
+        engine.close()
