@@ -33,15 +33,15 @@ def certificate_expiry(value: bytes) -> float | None:
     Each block is parsed on its own, so one broken certificate in a chain doesn't hide the
     others; a value with no block that parses has ``None``.
     """
-    earliest: float | None = None
+    soonest: float | None = None
     for block in _CERTIFICATE.finditer(value):
         try:
             certificate = x509.load_pem_x509_certificate(block.group())
         except ValueError:  # a garbled block: not a certificate this value can be judged by
             continue
         when = certificate.not_valid_after_utc.timestamp()
-        earliest = when if earliest is None else min(earliest, when)
-    return earliest
+        soonest = when if soonest is None else min(soonest, when)
+    return soonest
 
 
 def earliest(*times: float | None) -> float | None:

@@ -4,12 +4,15 @@ key only, never a value)."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from providers.file import FileRef
@@ -64,6 +67,16 @@ def test_a_certificate_inside_other_text_and_beside_a_key_is_found():
 )
 def test_garbage_and_non_pem_values_have_no_expiry(value):
     assert certificate_expiry(value) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=600))
+def test_any_bytes_between_the_markers_are_no_error(body):
+    """Base64 of arbitrary bytes (and the bytes themselves) inside certificate markers: a
+    time or ``None``, never an exception."""
+    for inner in (base64.encodebytes(body), body):
+        value = b"-----BEGIN CERTIFICATE-----\n" + inner + b"-----END CERTIFICATE-----\n"
+        assert certificate_expiry(value) is None or certificate_expiry(value) > 0
 
 
 def test_a_garbled_certificate_does_not_hide_a_good_one():
