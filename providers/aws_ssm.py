@@ -17,13 +17,19 @@ with ``/`` turned into ``.`` (``/app/prod/db/password`` under ``/app/prod`` -> `
 which is a valid Kubernetes Secret key), values are strings, keys sorted so the same
 parameters always render the same bytes. Its token is a digest of the names, versions and
 dates, never of values.
+
+An ``Expiration`` parameter policy (Advanced tier) is the parameter's expiry: AWS deletes the
+parameter then. ``DescribeParameters`` lists the policies with the metadata, so the expiry is
+noted on every cycle without a read (``note_expiry``; a path: its soonest parameter's). A
+reference by ARN isn't described, so its expiry isn't known.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -151,6 +157,7 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
                 listed = found.get(str(ref.name))
                 # not listed: the read decides (and reports "not found" precisely)
                 result[ref] = _token(listed, pin=ref.version) if listed is not None else None
+                self.note_expiry(ref, _expiration([listed] if listed is not None else []))
         return result
 
     def _describe(self, parameter_filter: dict[str, Any]) -> list[dict[str, Any]]:
@@ -171,6 +178,7 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
             metas = self._describe({"Key": "Path", "Option": option, "Values": [ref.path]})
         except AwsCallError as exc:
             return self.error(ref, str(exc), transient=exc.transient)
+        self.note_expiry(ref, _expiration(metas))
         return _path_token(metas) if metas else None
 
     # ------------------------------------------------------------------ reading
@@ -277,6 +285,28 @@ def _token(meta: dict[str, Any], *, pin: int | None = None) -> str:
     version = meta.get("Version")
     current = f"{version if isinstance(version, int) else 0}.{_stamp(meta)}"
     return current if pin is None else f"v{pin}@{current}"
+
+
+def _expiration(metas: Iterable[dict[str, Any]]) -> float | None:
+    """The soonest ``Expiration`` policy time of these parameters (Unix seconds), or ``None``.
+
+    ``PolicyText`` is a JSON document (``{"Type": "Expiration", "Attributes": {"Timestamp":
+    "2030-01-01T00:00:00.000Z"}}``); one that isn't, or has no readable time, is skipped.
+    """
+    times: list[float] = []
+    for meta in metas:
+        policies = meta.get("Policies")
+        for policy in policies if isinstance(policies, list) else []:
+            if not isinstance(policy, dict) or policy.get("PolicyType") != "Expiration":
+                continue
+            try:
+                document = json.loads(policy.get("PolicyText") or "")
+                stamp = document["Attributes"]["Timestamp"]
+                when = datetime.fromisoformat(stamp)
+            except (ValueError, TypeError, KeyError, RecursionError):
+                continue
+            times.append((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    return min(times) if times else None
 
 
 def _path_token(metas: list[dict[str, Any]]) -> str:

@@ -7,6 +7,10 @@ The engine asks a provider two batched questions per cycle:
    means "can't tell without reading", and the engine then fetches.
 2. ``fetch(refs)``: give me the values of these references (only those whose version changed).
 
+A store whose metadata says when a value expires (Azure's ``expires``, a KV v2 version's
+scheduled deletion) notes it with ``note_expiry`` in either call; ``expiry(refs)`` hands the
+engine what was noted, without a remote call, so a cycle that reads no value still knows.
+
 Both return one result per reference, either a value or a ``ProviderError``, so one missing
 secret never fails the others. Every remote call is counted with ``self.count(operation)``.
 """
@@ -146,6 +150,7 @@ class Provider(ABC, Generic[C, R]):
         self.config = config
         self.context = context
         self.name = context.name
+        self._expiries: dict[Ref, float] = {}
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -167,6 +172,19 @@ class Provider(ABC, Generic[C, R]):
     @abstractmethod
     def fetch(self, refs: Sequence[R]) -> Mapping[R, Fetched | ProviderError]:
         """Values (and the version id read) per reference."""
+
+    def expiry(self, refs: Sequence[R]) -> Mapping[R, float]:
+        """When each reference's value expires (Unix seconds) by the store's metadata, as the
+        last ``versions`` or ``fetch`` call saw it; a reference without one is left out."""
+        return {ref: self._expiries[ref] for ref in refs if ref in self._expiries}
+
+    def note_expiry(self, ref: Ref, when: float | None) -> None:
+        """Record what a ``versions`` or ``fetch`` answer said about ``ref``'s expiry
+        (``None``: none, which replaces an earlier one)."""
+        if when is None:
+            self._expiries.pop(ref, None)
+        else:
+            self._expiries[ref] = when
 
     def check(self, refs: Sequence[R]) -> Mapping[R, ProviderError | None]:
         """For ``syncd doctor``: whether each reference exists and this process may read it,

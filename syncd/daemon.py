@@ -397,6 +397,7 @@ class Daemon:
             log.error("config reload refused, keeping the running config: %s", reason)
             return self._reload_failed(reason)
         old, old_elector = self.engine, self.elector
+        engine.certificates = old.certificates  # values aren't read again for a reload
         if old_elector is not None:
             old_elector.stop()
         self.config, self.engine, self.elector = config, engine, elector

@@ -21,6 +21,7 @@ error for that source, never a reason to prune.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
 from syncd.config import Config, Secret, SecretSpec
 from syncd.errors import ProviderError, SyncdError, TargetError
+from syncd.expiry import Book, earliest
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import NewVersion, PlanItem, VersionInfo
 from syncd.redact import REDACTOR, Redactor
@@ -159,6 +161,9 @@ class Engine:
         # secret -> (source, fingerprint) seen last cycle, so an unchanged value whose
         # version id moved is not fetched again where the target can't store the new id
         self._seen: dict[str, tuple[str, str]] = {}
+        #: certificate expiries of the values read, so cycles that read nothing still know
+        #: them (a reload hands them to the next engine)
+        self.certificates = Book()
         self.swap = Swap(
             self.target, schedule=(config.daemon.backoff_min, config.daemon.backoff_max)
         )
@@ -381,6 +386,7 @@ class Engine:
         self._expand_sources(works)
         self._collect_tokens(works)
         self._fetch_changed(works)
+        self._expiries(works)
         self._render(works, key)
 
     # ------------------------------------------------------------------ expansion
@@ -720,6 +726,46 @@ class Engine:
                     continue
                 self.redactor.register(result.value)
                 work.values[key] = result
+
+    def _expiries(self, works: Sequence[Work]) -> None:
+        """Each key's expiry: the earliest of its source's metadata and the certificates in
+        its value, read this cycle or, at the same version token, in an earlier one."""
+        for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
+            noted = self._noted_expiry(name, list(dict.fromkeys(ref for _, _, ref in entries)))
+            for work, key, ref in entries:
+                fetched = work.values.get(key)
+                token = work.tokens.get(key)
+                if fetched is None:
+                    certificate = self.certificates.known(work.secret.name, key, (ref, token))
+                else:
+                    token = fetched.token if fetched.token is not None else token
+                    certificate = self.certificates.read(
+                        work.secret.name, key, (ref, token), fetched.value
+                    )
+                when = earliest(noted.get(ref), certificate)
+                if when is not None:
+                    work.item.expires[key] = when
+        for work in works:
+            if work.item.error is None:  # a failed listing says nothing about the keys
+                self.certificates.retain(work.secret.name, set(work.secret.refs))
+
+    def _noted_expiry(self, name: str, refs: list[Ref]) -> dict[Ref, float]:
+        """What provider ``name`` noted about these references' expiry: finite times only,
+        and nothing from a provider whose answer isn't usable (a plugin's bug costs the
+        expiry, never the cycle)."""
+        provider = self.provider(name)
+        if isinstance(provider, ProviderError):
+            return {}
+        try:
+            noted = dict(provider.expiry(refs))
+        except Exception as exc:  # noqa: BLE001 - the values still sync
+            log.warning("provider %s: can't tell expiry times: %s", name, describe(exc))
+            return {}
+        return {
+            ref: float(when)
+            for ref, when in noted.items()
+            if isinstance(when, int | float) and not isinstance(when, bool) and math.isfinite(when)
+        }
 
     def _render(self, works: Sequence[Work], key: bytes) -> None:
         for work in works:

@@ -100,6 +100,15 @@ class Metrics:
             ["secret"],
             registry=r,
         )
+        self.expiry = Gauge(
+            "syncd_secret_expiry_timestamp_seconds",
+            "When a secret's key expires at its source (Unix time): the earliest of the "
+            "source's expiry metadata and the notAfter of PEM certificates in the value.",
+            ["secret", "key"],
+            registry=r,
+        )
+        #: the keys each secret has an expiry series for, to remove the ones that go away
+        self._expiring: dict[str, set[str]] = {}
         self.leader = Gauge("syncd_leader", "1 when this instance may write.", registry=r)
         self.config_loaded = Gauge(
             "syncd_config_loaded", "1 when a valid config is loaded.", registry=r
@@ -137,6 +146,19 @@ class Metrics:
             failed = item.outcome in ROLLOUT_STATES
             self.failed_versions.labels(item.name).set(1 if failed else 0)
             self.waiting_window.labels(item.name).set(item.outcome == "waiting-window")
+            if item.error is None:  # a failed secret keeps the expiry last seen
+                self._set_expiry(item.name, item.expires)
+
+    def _set_expiry(self, name: str, expires: dict[str, float]) -> None:
+        """Export ``expires`` as the secret's expiry series, removing keys it no longer has."""
+        for key in self._expiring.get(name, set()) - set(expires):
+            self.expiry.remove(name, key)
+        for key, when in expires.items():
+            self.expiry.labels(name, key).set(when)
+        if expires:
+            self._expiring[name] = set(expires)
+        else:
+            self._expiring.pop(name, None)
 
     def forget(self, names: set[str]) -> None:
         """Drop every series of these secrets (they left the config or their source)."""
@@ -154,6 +176,7 @@ class Metrics:
                 except KeyError:
                     continue
         for name in names:
+            self._set_expiry(name, {})
             for result in _RESULTS.values():
                 try:
                     self.syncs.remove(name, result)

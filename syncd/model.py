@@ -185,6 +185,9 @@ class PlanItem:
     failed_version: int | None = None
     #: a rollback finished in this cycle (``syncd_rollbacks_total`` counts these)
     rollback_done: bool = False
+    #: when the value of each key expires (Unix seconds), for the keys the source or a
+    #: certificate in the value gives one; complete only when ``error`` is ``None``
+    expires: dict[str, float] = field(default_factory=dict)
 
     def error_document(self) -> dict[str, object] | None:
         """The error as ``--output json`` gives it: what, where from, and whether it may pass

@@ -17,6 +17,10 @@ The timestamp also tells a re-created secret apart: Key Vault soft-deletes, so a
 back only after a purge, as a new secret whose version has a new ``updated`` time (a recovered
 secret keeps its versions and timestamps, and its value).
 
+A secret's ``expires`` attribute (``expires_on``) comes with the same listing and with every
+read, so its expiry is known on cycles that read nothing (``note_expiry``). A pinned version is
+not in the listing: its expiry is known once this process has read it.
+
 A dead vault must not hold a cycle: a timeout or a refused or dropped connection is retried
 once (``retry_connect``/``retry_read``), and after a call gave up that way the provider's
 other calls fail at once for ``HOLD`` seconds. The credential (Entra ID) gets the same
@@ -48,6 +52,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -378,6 +383,7 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
                 result[ref] = self.error(ref, f"secret {ref.name!r} is disabled in {self._vault}")
             else:
                 result[ref] = _timestamp_token(entry[0], now)
+                self.note_expiry(ref, entry[2])
         return result
 
     def fetch(
@@ -399,15 +405,19 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
     def _vault(self) -> str:
         return urlsplit(self.config.vault_url).netloc
 
-    def _list(self) -> dict[str, tuple[float | None, bool]]:
-        """``{name: (updated timestamp, enabled)}`` for every secret in the vault."""
-        found: dict[str, tuple[float | None, bool]] = {}
+    def _list(self) -> dict[str, tuple[float | None, bool, float | None]]:
+        """``{name: (updated timestamp, enabled, expires timestamp)}`` for every secret in the
+        vault (the listing describes each secret's current version)."""
+        found: dict[str, tuple[float | None, bool, float | None]] = {}
         pages = self._client.list_properties_of_secrets(max_page_size=PAGE_SIZE).by_page()
         for page in pages:
             for props in page:
-                updated = props.updated_on.timestamp() if props.updated_on else None
                 if props.name:
-                    found[props.name] = (updated, props.enabled is not False)
+                    found[props.name] = (
+                        _stamp(props.updated_on),
+                        props.enabled is not False,
+                        _stamp(props.expires_on),
+                    )
         return found
 
     def _get(self, key: tuple[str, str | None]) -> Any:
@@ -447,12 +457,13 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
         if ref.version:
             token: str | None = f"v:{ref.version}"
         else:
-            updated = got.properties.updated_on
-            token = _timestamp_token(updated.timestamp() if updated else None, now)
+            token = _timestamp_token(_stamp(got.properties.updated_on), now)
         try:
-            return Fetched(ref.decoded(data), token)
+            fetched = Fetched(ref.decoded(data), token)
         except ProviderError as exc:
             return exc
+        self.note_expiry(ref, _stamp(got.properties.expires_on))
+        return fetched
 
     def _explain(self, exc: BaseException, doing: str) -> tuple[str, bool]:
         """A one-line, value-free reason for a failed call, and whether it may pass by itself."""
@@ -472,6 +483,11 @@ def _json_body(http: Any) -> bool:
     except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
         return False
     return True
+
+
+def _stamp(when: datetime | None) -> float | None:
+    """An SDK timestamp (``updated_on``, ``expires_on``) as Unix seconds."""
+    return when.timestamp() if when is not None else None
 
 
 def _timestamp_token(updated: float | None, now: float) -> str | None:

@@ -8,6 +8,9 @@ Why it looks the way it does:
   (``metadata.py`` says why the number alone is not enough). The engine fetches a value only
   when the token moved. KV v1 has no versions, so ``versions`` answers ``None`` and the engine
   reads and fingerprints every cycle.
+- **Expiry from metadata.** A KV v2 version that ``delete_version_after`` will delete carries
+  that time as its ``deletion_time``, in the metadata record and in the data read: it is the
+  version's expiry (``note_expiry``). ``custom_metadata`` is free-form and is not read.
 - **One login per process** (``tokens.py``): a cycle never logs in.
 - **Per-reference errors.** Every failure ends up as one ``ProviderError`` per reference,
   naming the provider and the KV path (never a value, never a token). Retries and the hold on
@@ -34,7 +37,16 @@ from typing import Any, ClassVar, TypeVar
 from providers.base import Provider, ProviderConfig, ProviderContext, Ref, compact_json, field_bytes
 from providers.base import utf8 as _utf8
 from providers.vault.calls import Caller, Failure
-from providers.vault.metadata import Folder, KvPath, field, token_of, version_token
+from providers.vault.metadata import (
+    Folder,
+    KvPath,
+    deleted,
+    expiry_of,
+    field,
+    timestamp,
+    token_of,
+    version_token,
+)
 from providers.vault.settings import (
     AppRoleAuth,
     JwtAuth,
@@ -82,10 +94,12 @@ class _Read:
 
 @dataclass(frozen=True)
 class _Secret:
-    """What one KV read returned: the map and the token of the version it came from."""
+    """What one KV read returned: the map, the token of the version it came from, and when
+    ``delete_version_after`` deletes that version (Unix seconds)."""
 
     data: dict[str, Any]
     token: str | None
+    expires: float | None = None
 
 
 class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
@@ -175,6 +189,7 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
                     continue
                 token = token_of(record, ref.version, where) if record is not None else None
                 result[ref] = self._error(ref, token) if isinstance(token, Failure) else token
+                self.note_expiry(ref, expiry_of(record, ref.version))
         return result
 
     def fetch(self, refs: Sequence[VaultRef]) -> Mapping[VaultRef, Fetched | ProviderError]:
@@ -392,12 +407,16 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
         which = f"version {read.version}" if read.version else "the current version"
         if metadata.get("destroyed"):
             raise Failure(f"{where}: {which} is destroyed")
-        if metadata.get("deletion_time"):
+        if deleted(metadata.get("deletion_time")):
             raise Failure(f"{where}: {which} is deleted")
         values = body.get("data")
         if not isinstance(values, dict):
             raise Failure(f"{where}: the answer holds no key/value map (is it a KV v2 mount?)")
-        return _Secret(values, version_token(metadata.get("version"), metadata.get("created_time")))
+        return _Secret(
+            values,
+            version_token(metadata.get("version"), metadata.get("created_time")),
+            timestamp(metadata.get("deletion_time")),
+        )
 
     def _pick(self, ref: VaultRef, read: _Read, secret: _Secret) -> Fetched | ProviderError:
         where = read.at.api_path(self.config.kv_version)
@@ -414,9 +433,11 @@ class VaultProvider(Provider[VaultProviderConfig, VaultRef]):
             reason = str(exc) if isinstance(exc, ValueError) else "the map is nested too deeply"
             return self.error(ref, f"{where}: {reason}")
         try:
-            return Fetched(ref.decoded(data), secret.token)
+            fetched = Fetched(ref.decoded(data), secret.token)
         except ProviderError as exc:
             return exc
+        self.note_expiry(ref, secret.expires)
+        return fetched
 
     def _error(self, ref: VaultRef, failure: Failure) -> ProviderError:
         return self.error(ref, failure.message, transient=failure.transient)

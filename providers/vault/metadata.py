@@ -9,6 +9,10 @@ path to the token gives the same string: the per-secret metadata read, the folde
 ``metadata`` block), so the engine never fetches because two paths disagree. A pinned version
 takes its ``created_time`` from the same record, so a pin on a re-created secret moves too.
 
+A version's ``deletion_time`` is in the past once it was deleted; a future one is the deletion
+``delete_version_after`` scheduled when the version was written: the version is readable until
+then, and that time is its expiry (``expiry_of``).
+
 Everything here is server input: a record that isn't what KV v2 returns gives ``None`` (read
 the value and compare fingerprints) or a ``Failure`` naming the path, never a crash.
 """
@@ -16,12 +20,16 @@ the value and compare fingerprints) or a ``Failure`` naming the path, never a cr
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from providers.vault.calls import Failure
 
 #: RFC 3339 as Vault and OpenBao print it (up to nanoseconds); anything else is not a token.
 _CREATED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)")
+#: The same, in the parts ``datetime`` reads (it takes at most microseconds).
+_PARTS = re.compile(r"(?P<second>[^.]*:\d\d)(?:\.(?P<fraction>\d{1,9}))?(?P<zone>Z|[+-]\d\d:\d\d)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,42 @@ def version_token(version: object, created: object) -> str | None:
     return f"{version}@{created}"
 
 
+def timestamp(text: object) -> float | None:
+    """An RFC 3339 time as KV v2 prints it, as Unix seconds; ``None`` for anything else."""
+    if not isinstance(text, str) or not _CREATED.fullmatch(text):
+        return None
+    parts = _PARTS.fullmatch(text)
+    if parts is None:
+        return None
+    fraction = (parts["fraction"] or "0")[:6]
+    zone = "+00:00" if parts["zone"] == "Z" else parts["zone"]
+    try:
+        return datetime.fromisoformat(f"{parts['second']}.{fraction:0<6}{zone}").timestamp()
+    except ValueError:  # matched the shape, not a date (month 13)
+        return None
+
+
+def deleted(deletion_time: object) -> bool:
+    """Whether a version's ``deletion_time`` says it is deleted: set, and not a future time
+    (a future one is only scheduled). One that can't be read counts as deleted, as before."""
+    if not deletion_time:
+        return False
+    when = timestamp(deletion_time)
+    return when is None or when <= time.time()
+
+
+def expiry_of(record: object, pin: int | None) -> float | None:
+    """The scheduled deletion (Unix seconds) of the current (or the pinned) version in a KV v2
+    metadata record, or ``None``: none scheduled, or a record too odd to tell."""
+    if not isinstance(record, dict):
+        return None
+    number = record.get("current_version") if pin is None else pin
+    info = field(record, "versions").get(str(number))
+    if not isinstance(info, dict):
+        return None
+    return timestamp(info.get("deletion_time"))
+
+
 def token_of(record: object, pin: int | None, where: str) -> str | Failure | None:
     """The token of the current (or the pinned) version in a KV v2 metadata record.
 
@@ -97,6 +141,6 @@ def token_of(record: object, pin: int | None, where: str) -> str | Failure | Non
         return None
     if info.get("destroyed"):
         return Failure(f"{where}: {label} is destroyed")
-    if info.get("deletion_time"):
+    if deleted(info.get("deletion_time")):
         return Failure(f"{where}: {label} is deleted")
     return version_token(number, info.get("created_time"))

@@ -13,7 +13,8 @@ parts of the real REST protocol syncd uses, so the real ``azure-keyvault-secrets
   checks a client secret or a certificate-signed client assertion, and an App Service style
   managed identity endpoint (plain HTTP, ``X-IDENTITY-HEADER``) for ``DefaultAzureCredential``;
 * secrets: set, get (latest or a version), list (paged, ``maxresults`` at most 25, like the
-  service, items without a version id), list versions. Timestamps are whole seconds.
+  service, items without a version id), list versions. Timestamps are whole seconds; the
+  ``exp`` (expiry) attribute a set gives is kept and returned.
 * soft-delete, which every vault has now: delete moves a secret (all its versions) to the
   deleted secrets, whose name can't be set again (``409 Conflict``) until it is purged
   (``DELETE /deletedsecrets/<name>``) or recovered (``POST .../recover``, versions and
@@ -59,6 +60,8 @@ class Version:
     created: int
     updated: int
     enabled: bool = True
+    #: the ``exp`` attribute (Unix seconds), as a set request gave it
+    expires: int | None = None
 
 
 @dataclass
@@ -338,6 +341,8 @@ class Handler(BaseHTTPRequestHandler):
             },
             "tags": version.tags,
         }
+        if version.expires is not None:
+            item["attributes"]["exp"] = version.expires
         if version.content_type is not None:
             item["contentType"] = version.content_type
         if with_value:
@@ -488,6 +493,7 @@ class Handler(BaseHTTPRequestHandler):
             created=now,
             updated=now,
             enabled=attrs.get("enabled", True) is not False,
+            expires=attrs["exp"] if isinstance(attrs.get("exp"), int) else None,
         )
         with self._state.lock:
             if name in self._state.deleted:

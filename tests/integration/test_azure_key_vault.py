@@ -27,6 +27,7 @@ import yaml
 from providers.azure_key_vault import FRESH_SECONDS, AzureKeyVaultProvider
 from syncd.config import load_config
 from syncd.engine import Engine
+from tests.certs import certificate, days_from_now
 from tests.conftest import ROOT, backend_env, new_value
 from tests.integration.faults import check_without, dead_port, timed_cycle
 
@@ -307,6 +308,70 @@ def provider_for(
         yield provider
     finally:
         provider.close()
+
+
+def test_expires_comes_from_the_listing_and_a_certificate_from_the_value(
+    tmp_path: Path, azure: dict[str, str], seed: Any, admin: Admin
+) -> None:
+    """A secret's ``expires`` attribute is its expiry on every cycle, also on one that reads
+    no value and in a new process (it comes with the listing); a certificate in the value that
+    ends sooner wins once the value is read."""
+    plain, tls = unique("exp"), unique("tls")
+    expires, sooner = days_from_now(30), days_from_now(3)
+    seed.set_secret(plain, new_value(), expires_on=expires)
+    seed.set_secret(tls, certificate(sooner).decode(), expires_on=expires)
+    wait_fresh()
+    config = write_config(
+        tmp_path,
+        provider_block(azure),
+        [
+            {"name": "plain", "from": {"provider": "kv", "name": plain}},
+            {"name": "tls", "from": {"provider": "kv", "name": tls}},
+        ],
+    )
+    engine = Engine(load_config(config))
+    try:
+        first = engine.run_cycle()
+        assert first.ok, [i.error for i in first.items]
+        assert {i.name: i.expires for i in first.items} == {
+            "plain": {"plain": expires.timestamp()},
+            "tls": {"tls": sooner.timestamp()},
+        }
+        before = admin.stats()
+        second = engine.run_cycle()
+        assert delta(before, admin.stats(), "get") == 0
+        assert {i.name: i.expires for i in second.items} == {i.name: i.expires for i in first.items}
+    finally:
+        engine.close()
+    restarted = Engine(load_config(config))
+    try:
+        before = admin.stats()
+        third = restarted.run_cycle()
+        assert delta(before, admin.stats(), "get") == 0
+        # the listing's expires is known at once; the certificate once its value is read
+        assert {i.name: i.expires for i in third.items} == {
+            "plain": {"plain": expires.timestamp()},
+            "tls": {"tls": expires.timestamp()},
+        }
+    finally:
+        restarted.close()
+
+
+def test_a_new_version_without_expires_has_no_expiry(
+    tmp_path: Path, azure: dict[str, str], seed: Any, admin: Admin
+) -> None:
+    name = unique("noexp")
+    expires = days_from_now(2)
+    seed.set_secret(name, new_value(), expires_on=expires)
+    wait_fresh()
+    with provider_for(tmp_path, azure) as provider:
+        ref = provider.ref_model.model_validate({"provider": "kv", "name": name})
+        assert isinstance(provider.versions([ref])[ref], str)
+        assert provider.expiry([ref]) == {ref: expires.timestamp()}
+        seed.set_secret(name, new_value())
+        wait_fresh()
+        assert isinstance(provider.versions([ref])[ref], str)
+        assert provider.expiry([ref]) == {}
 
 
 def test_version_pin_needs_no_listing(

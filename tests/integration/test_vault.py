@@ -35,11 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from providers.base import ProviderContext, json_field
 from providers.vault import VaultProvider, VaultProviderConfig, VaultRef
+from providers.vault.metadata import timestamp
 from syncd.calls import CallCounter
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.errors import ProviderError
 from syncd.model import Fetched
+from tests.certs import certificate, days_from_now
 from tests.conftest import ROOT, backend_env, new_value
 from tests.integration.faults import check_without, dead_port, timed_cycle
 
@@ -320,6 +322,63 @@ def test_every_path_to_a_token_agrees(
     assert listing.versions([old])[old] != token
     gone = ref(f"{prefix}/a", key="v", version=7)
     assert "version 7 not found" in error_of(listing.versions([gone])[gone])
+
+
+def test_delete_version_after_is_the_expiry_not_a_deletion(
+    tmp_path: Path, env: dict[str, str], dev: hvac.Client, prefix: str
+) -> None:
+    """``delete_version_after`` gives a new version a future ``deletion_time``: the version
+    is readable until then (synced, not "deleted") and that time is its expiry, by every
+    path to the metadata and in a new process that reads no value; a certificate in the
+    value that ends sooner wins while this process knows it."""
+    dev.secrets.kv.v2.update_metadata(path=f"{prefix}/tls", delete_version_after="2h")
+    sooner = days_from_now(0.01)
+    put(dev, f"{prefix}/tls", {"crt": certificate(sooner).decode(), "key": new_value()})
+    put(dev, f"{prefix}/plain", {"v": new_value()})  # two in the folder: the LIST path is taken
+    record = dev.secrets.kv.v2.read_secret_metadata(path=f"{prefix}/tls")["data"]
+    deletion = timestamp(record["versions"]["1"]["deletion_time"])
+    assert deletion is not None and deletion > time.time() + 3600
+    config = _config(
+        tmp_path,
+        env,
+        [
+            {
+                "name": "tls",
+                "data": {
+                    "crt": {"provider": "vault", "path": f"{prefix}/tls", "key": "crt"},
+                    "key": {"provider": "vault", "path": f"{prefix}/tls", "key": "key"},
+                },
+            },
+            {"name": "plain", "from": {"provider": "vault", "path": f"{prefix}/plain", "key": "v"}},
+        ],
+    )
+    engine = Engine(load_config(config))
+    try:
+        first = engine.run_cycle()
+        assert first.ok, [i.error for i in first.items]
+        expires = {i.name: i.expires for i in first.items}
+        assert expires == {"tls": {"crt": sooner.timestamp(), "key": deletion}, "plain": {}}
+        second = engine.run_cycle()
+        assert second.calls["vault"].get("read") == first.calls["vault"].get("read")
+        assert {i.name: i.expires for i in second.items} == expires
+    finally:
+        engine.close()
+    restarted = Engine(load_config(config))
+    try:
+        third = restarted.run_cycle()
+        assert "read" not in third.calls["vault"]
+        assert {i.name: i.expires for i in third.items}["tls"] == {"crt": deletion, "key": deletion}
+    finally:
+        restarted.close()
+    crt, plain = ref(f"{prefix}/tls", key="crt"), ref(f"{prefix}/plain", key="v")
+    harness = Harness(tmp_path)
+    try:
+        for list_metadata in (True, False):
+            p = dev_provider(harness, env, list_metadata=list_metadata)
+            assert all(isinstance(t, str) for t in p.versions([crt, plain]).values())
+            assert p.expiry([crt, plain]) == {crt: deletion}
+    finally:
+        harness.close()
 
 
 def test_one_json_rule_for_fields_and_the_whole_map(

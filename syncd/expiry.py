@@ -1,0 +1,79 @@
+"""When a secret's value stops working: the earliest of what its source's metadata says and
+the ``notAfter`` of any PEM certificate in the value.
+
+``syncd_secret_expiry_timestamp_seconds`` is built from this. Values are hostile input: a value
+that isn't PEM, or holds a block that doesn't parse as a certificate, simply has no certificate
+expiry. Nothing here raises on a value or logs one, and what comes out is a timestamp only.
+
+The engine reads values only when their version moved, so a certificate's expiry is kept in
+memory per secret, key, reference and version token (``Book``): cycles that don't read still
+know it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from providers.base import Ref
+
+#: Where a value came from: its reference and the version token it was read at.
+Seen = tuple[Ref, str | None]
+
+#: One PEM certificate block (RFC 7468). The body can't hold a ``-``, so a block without its
+#: end line stops at the next dash and scanning stays linear in the value's size.
+_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*-----END CERTIFICATE-----")
+
+
+def certificate_expiry(value: bytes) -> float | None:
+    """The earliest ``notAfter`` (Unix seconds) among the PEM certificates in ``value``.
+
+    Each block is parsed on its own, so one broken certificate in a chain doesn't hide the
+    others; a value with no block that parses has ``None``.
+    """
+    soonest: float | None = None
+    for block in _CERTIFICATE.finditer(value):
+        try:
+            certificate = x509.load_pem_x509_certificate(block.group())
+        except ValueError:  # a garbled block: not a certificate this value can be judged by
+            continue
+        when = certificate.not_valid_after_utc.timestamp()
+        soonest = when if soonest is None else min(soonest, when)
+    return soonest
+
+
+def earliest(*times: float | None) -> float | None:
+    """The soonest of the known times, or ``None`` when none is known."""
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+@dataclass
+class Book:
+    """Certificate expiries of the values this process read, per secret and key, with the
+    reference and version token they were read at: valid while the source reports that
+    token for that reference. A config reload hands the book to the new engine (the
+    reference in each entry keeps an edited config from reusing another source's)."""
+
+    _read: dict[str, dict[str, tuple[Ref, str | None, float | None]]] = field(default_factory=dict)
+
+    def read(self, secret: str, key: str, source: Seen, value: bytes) -> float | None:
+        """Note a value just read from ``source`` (reference, token); its certificate expiry."""
+        when = certificate_expiry(value)
+        self._read.setdefault(secret, {})[key] = (*source, when)
+        return when
+
+    def known(self, secret: str, key: str, source: Seen) -> float | None:
+        """The certificate expiry of the value read at ``source``, if this process read it."""
+        seen = self._read.get(secret, {}).get(key)
+        if seen is None or source[1] is None or seen[:2] != source:
+            return None
+        return seen[2]
+
+    def retain(self, secret: str, keys: set[str]) -> None:
+        """Forget the keys of ``secret`` that are not in ``keys`` (they left its bundle)."""
+        held = self._read.get(secret, {})
+        for key in set(held) - keys:
+            del held[key]
