@@ -50,9 +50,10 @@ class RolloutPlanner:
         if self._outside_window(work) or work.new is not None:
             return
         work.item.action = "repoint"
+        current = work.current.object_name if work.current else None
         for consumer in stale:
             revert = consumer.reverted.get(work.secret.name)
-            if revert is not None:
+            if revert is not None and revert.to == current:
                 log.warning(
                     "%s was put back on %s after syncd repointed it to %s (a GitOps sync or "
                     "helm upgrade re-applying its manifest?); repointing it once more, and "

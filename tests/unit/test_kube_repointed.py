@@ -4,12 +4,16 @@ syncd, read back as hostile input, and what it says about a revert."""
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from syncd.config import Secret, SecretSpec
 from syncd.model import Consumer, PlanItem, Revert, VersionInfo
+from syncd.rollout_plan import RolloutPlanner
 from syncd.targets.kubernetes.repointed import (
     FIX,
     MAX_ENTRIES,
@@ -141,3 +145,42 @@ def test_a_second_revert_to_the_same_version_is_left_until_a_new_version() -> No
     newer = _work([left, first, plain], current=3)
     assert reverted_again(newer) == []
     assert [c.name for c in stale_consumers(newer)] == ["web", "api", "job"]
+
+
+def test_the_planner_repoints_a_first_revert_with_the_fix_and_notes_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    on_v1 = frozenset({"ns/app-v1"})
+    first = Consumer(
+        "Deployment",
+        "api",
+        "ns",
+        refs={"app": on_v1},
+        reverted={"app": Revert("ns/app-v2", on_v1, fix=FIX)},
+    )
+    planner = RolloutPlanner(now=lambda: datetime.now(UTC), converged=set())
+    work = _work([first])
+    with caplog.at_level(logging.WARNING):
+        planner.plan(work)
+    assert work.item.action == "repoint" and work.item.consumers == ["Deployment/ns/api"]
+    assert "Deployment/ns/api was put back on ns/app-v1 after syncd repointed it to" in caplog.text
+    assert "docs/kubernetes.md#gitops" in caplog.text and work.item.notes == []
+
+    again = replace(
+        first,
+        unconverged="0 of 1 updated replicas",  # the sync's own rollout to v1
+        reverted={"app": replace(first.reverted["app"], again=True)},
+    )
+    caplog.clear()
+    for _ in range(2):
+        work = _work([again])
+        with caplog.at_level(logging.WARNING):
+            planner.plan(work)
+        assert work.item.action == "unchanged" and work.item.consumers == []
+        assert work.item.error is None  # its old rollout is not this version's failure
+        (note,) = work.item.notes
+        assert note.startswith(
+            "Deployment/ns/api was put back on ns/app-v1 again after syncd repointed it to "
+            "ns/app-v2: left as it is"
+        )
+    assert caplog.text.count("stays on ns/app-v1") == 1  # warned once per process
