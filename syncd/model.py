@@ -133,6 +133,20 @@ class NewVersion:
 
 
 @dataclass(frozen=True)
+class Revert:
+    """A consumer syncd repointed to ``to`` whose references were put back to older ones
+    (``old``) by someone else: a GitOps sync (Argo CD, Flux) or a ``helm upgrade``
+    re-applying its manifest. ``again``: this very revert was seen and repointed once
+    already, so the consumer is left as it is rather than rolled out back and forth.
+    ``fix``: the target's advice on how to stop the reverts."""
+
+    to: str
+    old: frozenset[str]
+    again: bool = False
+    fix: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
 class Consumer:
     """A workload (Swarm service, Kubernetes Deployment...) that references secret versions.
 
@@ -150,6 +164,9 @@ class Consumer:
     #: Why the consumer has not converged on the spec it runs now (a stuck rollout, a paused
     #: or rolled-back update), from data the consumer listing already holds; ``None``: it has.
     unconverged: str | None = field(default=None, compare=False)
+    #: secret -> how its references were put back after syncd repointed them (the targets
+    #: that record their repoints on the consumer report it)
+    reverted: dict[str, Revert] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def label(self) -> str:

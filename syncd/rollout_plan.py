@@ -16,7 +16,7 @@ from datetime import datetime
 
 from syncd.model import ROLLOUT_STATES
 from syncd.swap import parse_stamp, previous_healthy, report, stamp
-from syncd.work import Work, stale_consumers
+from syncd.work import Work, reverted_again, stale_consumers
 
 log = logging.getLogger("syncd.engine")
 
@@ -31,12 +31,15 @@ class RolloutPlanner:
         self.converged = converged
         #: ``--ignore-window``: repoint outside rotation windows too
         self.ignore_window = False
+        #: (consumer, secret, version) whose second revert this process already warned of
+        self.warned_reverts: set[tuple[str, str, str]] = set()
 
     def plan(self, work: Work) -> None:
         """What this cycle does with the secret's consumers: repoint them, finish a
         rollback, wait for the window, or report a failed version."""
         stale = stale_consumers(work)
         work.item.consumers = sorted(c.label for c in stale)
+        self._left_reverted(work)
         if work.new is None and work.failed is not None and work.failed.rollout is not None:
             self._failed(work, bool(stale))
             return
@@ -47,13 +50,42 @@ class RolloutPlanner:
         if self._outside_window(work) or work.new is not None:
             return
         work.item.action = "repoint"
+        current = work.current.object_name if work.current else None
         for consumer in stale:
-            if consumer.refs.get(work.secret.name):
+            revert = consumer.reverted.get(work.secret.name)
+            if revert is not None and revert.to == current:
+                log.warning(
+                    "%s was put back on %s after syncd repointed it to %s (a GitOps sync or "
+                    "helm upgrade re-applying its manifest?); repointing it once more, and "
+                    "leaving it as it is if that happens again. %s",
+                    consumer.label,
+                    ", ".join(sorted(revert.old)),
+                    revert.to,
+                    revert.fix,
+                )
+            elif consumer.refs.get(work.secret.name):
                 log.warning(
                     "%s references an old version of %s; repointing it",
                     consumer.label,
                     work.secret.name,
                 )
+
+    def _left_reverted(self, work: Work) -> None:
+        """Consumers reverted again to the same old version are left on it: a note each
+        cycle, a warning once per process (what they reference is never collected: it is
+        one of their references)."""
+        for consumer in reverted_again(work):
+            revert = consumer.reverted[work.secret.name]
+            old = ", ".join(sorted(revert.old))
+            work.item.notes.append(
+                f"{consumer.label} was put back on {old} again after syncd repointed it to "
+                f"{revert.to}: left as it is, so it doesn't roll out back and forth. "
+                f"{revert.fix}"
+            )
+            key = (consumer.label, work.secret.name, revert.to)
+            if key not in self.warned_reverts:
+                self.warned_reverts.add(key)
+                log.warning("%s stays on %s: reverted again. %s", consumer.label, old, revert.fix)
 
     def _failed(self, work: Work, stale: bool) -> None:
         """The newest version failed: report it, and finish a rollback that is due."""
@@ -100,7 +132,12 @@ class RolloutPlanner:
         wait) it is waited for again, and a failure is the swap's failure: rolled back or
         held. Otherwise it is reported every cycle, not only in the cycle that repointed it,
         and not rolled back (its trouble is not this version's)."""
-        stuck = [c for c in work.consumers if c.unconverged and c.refs.get(work.secret.name)]
+        left = reverted_again(work)  # their rollout is of an old version, not this one
+        stuck = [
+            c
+            for c in work.consumers
+            if c.unconverged and c.refs.get(work.secret.name) and c not in left
+        ]
         if not stuck or work.current is None:
             return
         detail = "; ".join(f"{c.label}: {c.unconverged}" for c in stuck)

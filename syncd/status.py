@@ -31,6 +31,8 @@ class ConsumerStatus:
     current: bool
     unconverged: str | None = None
     missing: bool = False
+    #: put back on old versions again after syncd repointed it: left there (GitOps)
+    reverted: bool = False
 
 
 @dataclass
@@ -69,6 +71,7 @@ class SecretStatus:
                     "current": c.current,
                     "unconverged": c.unconverged,
                     "missing": c.missing,
+                    "reverted": c.reverted,
                 }
                 for c in self.consumers
             ],
@@ -157,6 +160,7 @@ def _one(
     for consumer in consumers:
         refs = consumer.refs.get(name, frozenset())
         on = sorted(by_object.get(obj, 0) for obj in refs)
+        revert = consumer.reverted.get(name)
         result.consumers.append(
             ConsumerStatus(
                 consumer.label,
@@ -164,6 +168,10 @@ def _one(
                 current is not None and refs == {current.object_name},
                 consumer.unconverged,
                 consumer.missing,
+                revert is not None
+                and revert.again
+                and current is not None
+                and revert.to == current.object_name,
             )
         )
     result.state, result.waiting = _state(result, secret, versions, current)
@@ -182,6 +190,12 @@ def _state(
             waiting.append(f"{consumer.label} doesn't exist (yet)")
         elif consumer.unconverged:
             waiting.append(f"{consumer.label} has not converged: {consumer.unconverged}")
+        elif consumer.reverted:
+            waiting.append(
+                f"{consumer.label} runs {_names(consumer.versions)}: its manifest put it back "
+                "again after syncd repointed it, so syncd leaves it there "
+                "(docs/kubernetes.md#gitops)"
+            )
         elif not consumer.current and consumer.versions:
             waiting.append(f"{consumer.label} runs {_names(consumer.versions)}")
     window: Window | None = secret.window if secret is not None else None

@@ -94,13 +94,36 @@ class Work:
             self.item.changed_keys = []
 
 
-def stale_consumers(work: Work) -> list[Consumer]:
-    """Consumers referencing something other than the version this cycle ends on."""
-    # a version not created yet: every current reference is stale
+def _final(work: Work) -> str | None:
+    """The object name of the version this cycle ends on (None: one not created yet)."""
     current = work.current if work.new is None else None
-    final = current.object_name if current else None
+    return current.object_name if current else None
+
+
+def stale_consumers(work: Work) -> list[Consumer]:
+    """Consumers referencing something other than the version this cycle ends on, except
+    those ``reverted_again`` leaves as they are."""
+    # a version not created yet: every current reference is stale
+    final = _final(work)
+    left = reverted_again(work)
     return [
-        c for c in work.consumers if any(obj != final for obj in c.refs.get(work.secret.name, ()))
+        c
+        for c in work.consumers
+        if c not in left and any(obj != final for obj in c.refs.get(work.secret.name, ()))
+    ]
+
+
+def reverted_again(work: Work) -> list[Consumer]:
+    """Consumers put back on old references a second time after syncd repointed them to the
+    version this cycle ends on: repointing them again would only start a rollout that the
+    next GitOps sync undoes. A new version gets a normal attempt (``to`` is then older)."""
+    final = _final(work)
+    return [
+        c
+        for c in work.consumers
+        if (revert := c.reverted.get(work.secret.name)) is not None
+        and revert.again
+        and revert.to == final
     ]
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import RESOURCES, ApiError, KubeClient, Resource, rounds
-from syncd.model import Consumer, Finding, VersionInfo
+from syncd.model import Consumer, Finding, Revert, VersionInfo
 from syncd.progress import WaitProgress
 from syncd.targets.kubernetes.naming import BUILTIN_CONSUMERS, KubernetesTargetConfig, dns_name
 from syncd.targets.kubernetes.objects import (
@@ -27,6 +28,7 @@ from syncd.targets.kubernetes.objects import (
     split_object_name,
 )
 from syncd.targets.kubernetes.podspec import missing_refs, pod_templates, refs, rewrite
+from syncd.targets.kubernetes.repointed import Move, annotation_key, read_moves, write_moves
 from syncd.targets.kubernetes.rollout import FAILED, rollout_status, unconverged
 
 log = logging.getLogger("syncd.targets.kubernetes")
@@ -48,10 +50,15 @@ class Consumers:
         config: KubernetesTargetConfig,
         namespaces: Callable[[], list[str]],
         foreign: Callable[[], set[str]],
+        instance: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self.config = config
+        #: whose repoint records (``repointed``) this reads and writes
+        self.instance = instance
+        #: workloads whose record was reported unreadable, so it is logged once
+        self._bad_records: set[str] = set()
         self._namespaces = namespaces
         self._foreign = foreign
         self.clock = clock
@@ -135,16 +142,33 @@ class Consumers:
                 found = frozenset({f"{namespace}/{stable}@v{version}"})
             else:
                 found = frozenset(f"{namespace}/{n}" for n in names)
-            consumers.append(
-                Consumer(
-                    obj["kind"],
-                    obj["metadata"]["name"],
-                    namespace,
-                    refs={spec.name: found},
-                    unconverged=unconverged(obj),
-                )
+            consumer = Consumer(
+                obj["kind"],
+                obj["metadata"]["name"],
+                namespace,
+                refs={spec.name: found},
+                unconverged=unconverged(obj),
             )
+            move = self._moves(consumer, obj).get(spec.name)
+            revert = move.revert(found) if move is not None and found else None
+            if revert is not None:
+                consumer = replace(consumer, reverted={spec.name: revert})
+            consumers.append(consumer)
         return consumers
+
+    def _moves(self, consumer: Consumer, obj: Mapping[str, Any]) -> dict[str, Move]:
+        """This installation's repoint records on the workload; an unreadable one is
+        ignored (the workload counts as never repointed), and logged once."""
+        moves, problems = read_moves(obj, self.instance)
+        if problems and consumer.label not in self._bad_records:
+            self._bad_records.add(consumer.label)
+            log.warning(
+                "%s: ignoring syncd's repoint record %s (%s); the next repoint rewrites it",
+                consumer.label,
+                annotation_key(self.instance),
+                "; ".join(problems),
+            )
+        return moves
 
     # ------------------------------------------------------------------ repoint and wait
 
@@ -216,6 +240,7 @@ class Consumers:
                 annotations.update(restarts)
             if not changed:
                 return  # someone else moved it meanwhile: nothing of ours left to rewrite
+            self._record_moves(consumer, body, swaps)
             try:
                 updated = self.client.replace(resource, consumer.namespace, body)
             except ApiError as exc:
@@ -226,6 +251,18 @@ class Consumers:
             self._generations[consumer.label] = generation if isinstance(generation, int) else 0
             return
         raise TargetError(f"{consumer.label} kept changing under syncd; retrying later")
+
+    def _record_moves(
+        self, consumer: Consumer, body: dict[str, Any], swaps: Mapping[str, VersionInfo]
+    ) -> None:
+        """Record in the update's body which version each swapped secret now is on, and for
+        a revert being repointed, what it was reverted to (``repointed``)."""
+        moves = self._moves(consumer, body)
+        for new in swaps.values():
+            revert = consumer.reverted.get(new.secret)
+            reverted = revert.old if revert is not None and revert.to == new.object_name else None
+            moves[new.secret] = Move(new.object_name, reverted or frozenset())
+        write_moves(body, self.instance, moves, written={v.secret for v in swaps.values()})
 
     def wait(
         self, consumers: Sequence[Consumer], *, timeout: float
@@ -283,17 +320,32 @@ class Consumers:
     def protected(self) -> set[str]:
         """``ns/name`` of every Secret any pod spec in the namespaces references: workloads,
         their history (ReplicaSets, ControllerRevisions), Jobs, CronJobs, Pods, PodTemplates
-        and served custom workloads (discovered afresh)."""
-        kinds = [
-            *(RESOURCES[k] for k in (*BUILTIN_CONSUMERS, *SCANNED_ONLY)),
-            *self.custom(fresh=True),
-        ]
+        and served custom workloads (discovered afresh); and what a workload was reverted to
+        after syncd repointed it (its record, ``repointed``): its manifest names it, and the
+        next GitOps sync would put back a reference to a Secret that no longer exists."""
+        custom = self.custom(fresh=True)
+        consumer_kinds = {*BUILTIN_CONSUMERS, *(r.kind for r in custom)}
+        kinds = [*(RESOURCES[k] for k in (*BUILTIN_CONSUMERS, *SCANNED_ONLY)), *custom]
         names: set[str] = set()
         for namespace in self._namespaces():
             for resource in kinds:
                 for obj in self.client.list(resource, namespace):
                     names.update(f"{namespace}/{n}" for n in refs(obj))
+                    if resource.kind in consumer_kinds:
+                        names.update(self._reverted_to(obj, namespace))
         return names
+
+    def _reverted_to(self, obj: Mapping[str, Any], namespace: str) -> set[str]:
+        """The old references this installation's record on a workload says a revert put
+        back, in the workload's own namespace (a record is hostile input: it can only keep
+        a Secret from being deleted, never name one elsewhere)."""
+        moves, _ = read_moves(obj, self.instance)
+        return {
+            old
+            for move in moves.values()
+            for old in move.reverted
+            if split_object_name(old)[0] == namespace
+        }
 
     def diagnose(self) -> list[Finding]:
         """``secretKeyRef``/``envFrom``/volumes naming a missing Secret or key (not optional)."""
@@ -308,6 +360,16 @@ class Consumers:
                 label = f"{obj['kind']}/{namespace}/{obj['metadata']['name']}"
                 findings.extend(missing_refs(label, obj, keys))
         return findings
+
+
+def revert_message(consumer: Consumer, revert: Revert) -> str:
+    """The Event on a workload whose revert is repointed (its first revert of a version)."""
+    return (
+        f"{consumer.label} was put back on {', '.join(sorted(revert.old))} after syncd "
+        f"repointed it to {revert.to} (a GitOps sync or helm upgrade re-applying its "
+        "manifest?); repointed once more, left as it is if that happens again. "
+        f"{revert.fix}"
+    )
 
 
 def _paused(obj: Mapping[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from syncd.leader import LeaderElector, default_lease
 from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
-from syncd.targets.kubernetes.consumers import Consumers
+from syncd.targets.kubernetes.consumers import Consumers, revert_message
 from syncd.targets.kubernetes.events import Events, Subject
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, collisions, spec_problems
 from syncd.targets.kubernetes.objects import split_object_name
@@ -52,6 +52,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             config=config,
             namespaces=self._namespaces,
             foreign=lambda: self.versions.foreign,
+            instance=context.instance,
         )
 
     # ------------------------------------------------------------------ config checks
@@ -225,8 +226,14 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
     def repoint(
         self, consumer: Consumer, swaps: Mapping[str, VersionInfo], *, rollback: bool = False
     ) -> None:
-        """One guarded update of the consumer's pod templates (see ``Consumers.repoint``)."""
+        """One guarded update of the consumer's pod templates (see ``Consumers.repoint``);
+        a revert repointed (a GitOps sync put old references back) is a Warning Event on
+        the workload saying how to stop it."""
         self.consumers.repoint(consumer, swaps, rollback=rollback)
+        moved_to = {v.object_name for v in swaps.values()}
+        for revert in consumer.reverted.values():
+            if revert.to in moved_to and not revert.again:
+                self.record(consumer, "Reverted", revert_message(consumer, revert), warning=True)
 
     def wait_converged(
         self, consumers: Sequence[Consumer], *, timeout: float, rollback: bool = False
