@@ -274,13 +274,16 @@ def env_var_name(name: str) -> str:
 
 def cmd_once(config: Config, inv: Invocation, *, dry_run: bool) -> int:
     """Run one cycle (``plan``: a dry one) and report it."""
+    from syncd.cli.bar import progress_bar
     from syncd.engine import Engine
 
     engine = Engine(config)
     try:
-        result = engine.run_cycle(
-            dry_run=dry_run, names=inv.secret, ignore_window=bool(inv.ignore_window)
-        )
+        with progress_bar(sys.stderr, output=inv.output, disabled=bool(inv.no_progress)) as hook:
+            engine.progress = hook
+            result = engine.run_cycle(
+                dry_run=dry_run, names=inv.secret, ignore_window=bool(inv.ignore_window)
+            )
     finally:
         engine.close()
     result.items += unknown_names(config, inv.secret, result.items)

@@ -159,6 +159,15 @@ FLAGS: tuple[Flag, ...] = (
         default=False,
     ),
     Flag(
+        ("--no-progress",),
+        "no_progress",
+        "SYNCD_NO_PROGRESS",
+        "draw no progress bar (one is drawn only when stderr is a terminal, with text output)",
+        ("run", "plan"),
+        kind="bool",
+        default=False,
+    ),
+    Flag(
         ("--listen",),
         "listen",
         "SYNCD_LISTEN",
@@ -182,7 +191,7 @@ FLAGS: tuple[Flag, ...] = (
 RENAMED = {"--format": "-o/--output"}
 
 #: Flags of ``syncd`` itself that only make sense with ``--once`` / only without it.
-ONCE_ONLY = ("dry_run", "output", "secret", "ignore_window", "verbose")
+ONCE_ONLY = ("dry_run", "output", "secret", "ignore_window", "verbose", "no_progress")
 DAEMON_ONLY = ("listen",)
 
 _DESCRIPTIONS = {
