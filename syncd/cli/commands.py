@@ -267,6 +267,34 @@ def cmd_status(config: Config, *, names: list[str] | None, output: str) -> int:
     return EXIT_OK
 
 
+def cmd_retry(config: Config, *, names: list[str], dry_run: bool, output: str) -> int:
+    """Clear the failed mark of each named secret's newest version; exit 1 when any of them
+    is unknown, has nothing to clear, or could not be cleared."""
+    from syncd.errors import SyncdError
+    from syncd.retry import retry
+
+    try:
+        results = retry(config, names, dry_run=dry_run)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for failed in (r for r in results if r.error):
+        print(f"error: {shown(failed.name)}: {failed.error}", file=sys.stderr)
+    if output == "json":
+        print_json("RetryResult", {"secrets": [r.to_json() for r in results], "dry_run": dry_run})
+    for done in results if output == "text" else []:
+        if done.error:
+            continue
+        if done.cleared:
+            print(
+                f"{shown(done.name)}: v{done.version} was {done.state}; cleared, the next "
+                "cycle rolls it out again"
+            )
+        else:
+            print(f"{shown(done.name)}: would clear v{done.version} ({done.state})")
+    return EXIT_ERROR if any(r.error for r in results) else EXIT_OK
+
+
 def env_var_name(name: str) -> str:
     """``openai_api_key`` / ``openai-api-key`` -> ``OPENAI_API_KEY``."""
     return "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -363,6 +391,9 @@ def dispatch(inv: Invocation) -> int:
         ),
         "plan": lambda: cmd_once(config, inv, dry_run=True),
         "status": lambda: cmd_status(config, names=inv.secret, output=inv.output),
+        "retry": lambda: cmd_retry(
+            config, names=inv.names, dry_run=bool(inv.dry_run), output=inv.output
+        ),
     }
     if inv.command in handlers:
         return int(handlers[inv.command]())
