@@ -193,9 +193,8 @@ def cmd_names(config: Config, *, output: str) -> int:
 
 
 def cmd_doctor(config: Config, *, output: str) -> int:
-    """Print each problem with its subject and fix; exit 1 when there are any."""
-    from dataclasses import asdict
-
+    """Print each problem, then each warning, with its subject and fix; exit 1 when there
+    are problems (warnings, what doctor couldn't judge, don't fail it)."""
     from syncd.doctor import diagnose
     from syncd.errors import SyncdError
 
@@ -204,13 +203,29 @@ def cmd_doctor(config: Config, *, output: str) -> int:
     except SyncdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    problems = [f for f in findings if not f.warning]
+    warnings = [f for f in findings if f.warning]
     if output == "json":
-        print_json("DoctorReport", {"problems": [asdict(f) for f in findings]})
-    elif not findings:
-        print("no problems found")
-    for finding in findings if output == "text" else []:
+        print_json(
+            "DoctorReport",
+            {
+                "problems": [
+                    {"subject": f.subject, "problem": f.problem, "fix": f.fix} for f in problems
+                ],
+                "warnings": [
+                    {"subject": f.subject, "warning": f.problem, "fix": f.fix} for f in warnings
+                ],
+            },
+        )
+        return EXIT_ERROR if problems else EXIT_OK
+    for finding in problems:
         print(f"{finding.subject}: {finding.problem}\n  fix: {finding.fix}")
-    return EXIT_ERROR if findings else EXIT_OK
+    for finding in warnings:
+        print(f"warning: {finding.subject}: {finding.problem}\n  fix: {finding.fix}")
+    if not problems:
+        count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+        print("no problems found" + (f" ({count})" if warnings else ""))
+    return EXIT_ERROR if problems else EXIT_OK
 
 
 def cmd_import(config: Config, *, names: list[str] | None, trust: bool, output: str) -> int:
