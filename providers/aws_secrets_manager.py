@@ -41,7 +41,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from providers._aws import AwsCallError, AwsProviderConfig, AwsSession, log, missing_sdk
-from providers.base import Provider, ProviderConfig, ProviderContext, Ref, json_field
+from providers.base import Provider, ProviderConfig, ProviderContext, Ref, Unverified, json_field
 from syncd.errors import ProviderError
 from syncd.model import Fetched
 
@@ -177,21 +177,11 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
                 listed.append(ref)
         if not listed:
             return result
-        try:
-            denied = time.monotonic() < self._list_denied_until
-            index = None if denied else self._list(ref.name for ref in listed)
-        except AwsCallError as exc:
-            if not exc.access_denied:
-                for ref in listed:
-                    result[ref] = self.error(ref, str(exc), transient=exc.transient)
-                return result
-            self._list_denied_until = time.monotonic() + DENIED_RETRY
-            index = None
-            self._warn(
-                "ListSecrets is not allowed for this identity; every secret is read every "
-                f"cycle for the next {DENIED_RETRY:g} s (grant secretsmanager:ListSecrets for "
-                "cheap change detection)"
-            )
+        index = self._listing(listed)
+        if isinstance(index, AwsCallError):
+            for ref in listed:
+                result[ref] = self.error(ref, str(index), transient=index.transient)
+            return result
         for ref in listed:
             entry = index.get(ref.name) if index is not None else None
             if entry is None:
@@ -200,6 +190,65 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             version = ref.version_id or _stage_version(entry, ref.stage)
             result[ref] = _token(version, entry.get("ARN")) if version else None
         return result
+
+    def check(
+        self, refs: Sequence[AwsSecretRef]
+    ) -> Mapping[AwsSecretRef, ProviderError | Unverified | None]:
+        """For ``syncd doctor``, from the same listing: a listed secret passes (a stage no
+        version carries is a problem); one the listing doesn't show can't be judged without
+        reading it (another account's secret shared by ARN, a missing one, ``ListSecrets``
+        denied) and is ``Unverified``: the next cycle's read decides."""
+        result: dict[AwsSecretRef, ProviderError | Unverified | None] = {}
+        listed = []
+        for ref in refs:
+            if ref.find is not None:
+                result[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
+            else:
+                listed.append(ref)
+        index = self._listing(listed) if listed else {}
+        for ref in listed:
+            if isinstance(index, AwsCallError):
+                result[ref] = self.error(ref, str(index), transient=index.transient)
+            elif index is None:
+                result[ref] = self._unverified(
+                    ref, "ListSecrets is not allowed for this identity, so it can't be looked up"
+                )
+            elif (entry := index.get(ref.name)) is None:
+                result[ref] = self._unverified(ref, _unlisted(ref.name))
+            elif ref.version_id is not None and ref.version_id not in (
+                entry.get("SecretVersionsToStages") or {}
+            ):
+                result[ref] = self._unverified(
+                    ref, "the listing shows no staging label on that version_id"
+                )
+            elif ref.version_id is None and _stage_version(entry, ref.stage) is None:
+                result[ref] = self.error(ref, f"no version carries the staging label {ref.stage!r}")
+            else:
+                result[ref] = None
+        return result
+
+    def _unverified(self, ref: AwsSecretRef, why: str) -> Unverified:
+        return Unverified(self.name, ref.describe(), f"{why}; it is judged when read, next cycle")
+
+    def _listing(
+        self, refs: Sequence[AwsSecretRef]
+    ) -> dict[str, dict[str, Any]] | AwsCallError | None:
+        """The ``ListSecrets`` index covering ``refs``; ``None`` while listing is denied
+        (logged once per ``DENIED_RETRY``), the error when the listing failed otherwise."""
+        if time.monotonic() < self._list_denied_until:
+            return None
+        try:
+            return self._list(ref.name for ref in refs)
+        except AwsCallError as exc:
+            if not exc.access_denied:
+                return exc
+        self._list_denied_until = time.monotonic() + DENIED_RETRY
+        self._warn(
+            "ListSecrets is not allowed for this identity; every secret is read every "
+            f"cycle for the next {DENIED_RETRY:g} s (grant secretsmanager:ListSecrets for "
+            "cheap change detection)"
+        )
+        return None
 
     def list_keys(self, ref: AwsSecretRef) -> Mapping[str, Ref] | ProviderError:
         """Every secret ``ref.find`` matches, by name without the prefix (for data_from).
@@ -408,6 +457,16 @@ def _token(version_id: str, arn: object) -> str:
 
 def _digest(text: str, size: int) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:size]
+
+
+def _unlisted(name: str) -> str:
+    """Why a reference the listing doesn't show may still be readable."""
+    if name.startswith("arn:"):
+        return (
+            "not in this account's listing (a secret of another account or region, shared "
+            "by ARN, never is)"
+        )
+    return "not in the listing (a missing secret, or one created moments ago: the listing lags)"
 
 
 def _stage_version(entry: dict[str, Any], stage: str) -> str | None:

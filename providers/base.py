@@ -33,6 +33,20 @@ from syncd.errors import ProviderError
 from syncd.model import Fetched
 
 
+@dataclass(frozen=True)
+class Unverified:
+    """``check``'s answer for a reference it can't judge without reading its value (a
+    secret its cheap call doesn't show): neither a pass nor a problem, the next cycle's
+    read decides. ``syncd doctor`` reports it as a warning."""
+
+    provider: str
+    ref: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"provider {self.provider!r}, {self.ref}: {self.reason}"
+
+
 class ProviderConfig(BaseModel):
     """Base of a provider's settings block in ``providers:``. Unknown keys are refused."""
 
@@ -186,11 +200,12 @@ class Provider(ABC, Generic[C, R]):
         else:
             self._expiries[ref] = when
 
-    def check(self, refs: Sequence[R]) -> Mapping[R, ProviderError | None]:
+    def check(self, refs: Sequence[R]) -> Mapping[R, ProviderError | Unverified | None]:
         """For ``syncd doctor``: whether each reference exists and this process may read it,
         without reading a value. The default asks ``versions`` (a listing or metadata call:
         reachable, authenticated, the secret there); a provider that can see more without a
-        value, such as a missing key, overrides it."""
+        value, such as a missing key, overrides it, and one whose cheap call can't show
+        some references answers ``Unverified`` for them."""
         return {
             ref: result if isinstance(result, ProviderError) else None
             for ref, result in self.versions(refs).items()

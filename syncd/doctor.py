@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from providers.base import Ref
+from providers.base import Ref, Unverified
 from syncd.config import Config, Secret
 from syncd.engine import Engine
 from syncd.errors import ProviderError, TargetError
@@ -46,7 +46,8 @@ def diagnose(config: Config) -> list[Finding]:
 
 
 def _sources(engine: Engine, secrets: list[Secret]) -> list[Finding]:
-    """One finding per reference its provider can't answer for (one call per provider)."""
+    """One finding per reference its provider can't answer for (one call per provider), a
+    warning for one it can't judge without reading it."""
     wanted: dict[str, list[tuple[str, Ref]]] = defaultdict(list)
     for secret in secrets:
         # a data_from bundle's keys are listed in the cycle: here its source is checked
@@ -58,7 +59,7 @@ def _sources(engine: Engine, secrets: list[Secret]) -> list[Finding]:
         provider = engine.provider(name)
         refs = list(dict.fromkeys(ref for _, ref in entries))
         if isinstance(provider, ProviderError):
-            results: Mapping[Ref, ProviderError | None] = dict.fromkeys(refs, provider)
+            results: Mapping[Ref, ProviderError | Unverified | None] = dict.fromkeys(refs, provider)
         else:
             try:
                 results = provider.check(refs)
@@ -66,15 +67,25 @@ def _sources(engine: Engine, secrets: list[Secret]) -> list[Finding]:
                 results = dict.fromkeys(refs, exc)
             except Exception as exc:  # noqa: BLE001 - one broken provider, the others go on
                 results = dict.fromkeys(refs, ProviderError(name, "all references", describe(exc)))
-        findings += [
-            Finding(
-                f"secret/{secret}",
-                REDACTOR.redact(str(error)),
-                "fix the reference, or the provider's address or credentials",
-            )
-            for secret, ref in entries
-            if (error := results.get(ref)) is not None
-        ]
+        for subject, ref in entries:
+            answer = results.get(ref)
+            if isinstance(answer, Unverified):
+                findings.append(
+                    Finding(
+                        f"secret/{subject}",
+                        REDACTOR.redact(str(answer)),
+                        "nothing, if the reference is right: a cycle (syncd plan) reads it",
+                        warning=True,
+                    )
+                )
+            elif answer is not None:
+                findings.append(
+                    Finding(
+                        f"secret/{subject}",
+                        REDACTOR.redact(str(answer)),
+                        "fix the reference, or the provider's address or credentials",
+                    )
+                )
     return findings
 
 

@@ -36,6 +36,7 @@ from syncd.errors import ProviderError, SyncdError, TargetError
 from syncd.expiry import Book, earliest
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import NewVersion, PlanItem, VersionInfo
+from syncd.progress import CHECKING, CREATING, FETCHING, ProgressHook
 from syncd.redact import REDACTOR, Redactor
 from syncd.render import (
     FOR_EACH,
@@ -169,6 +170,8 @@ class Engine:
         )
         #: how a settling cut-over waits (tests replace it)
         self.sleep: Callable[[float], None] = time.sleep
+        #: told how far a cycle is (``syncd.progress``); the CLI's bar on a terminal
+        self.progress: ProgressHook | None = None
         self.rollouts = RolloutPlanner(now=lambda: datetime.now(UTC), converged=self.swap.converged)
 
     @property
@@ -566,8 +569,29 @@ class Engine:
         if dry_run:
             return items
         self._store_key(key, works)
-        self.swap.apply(works, orphans=orphans, items=items)
+        self.target.created = self._counter(
+            CREATING, sum(1 for w in works if w.new is not None and w.item.error is None)
+        )
+        try:
+            self.swap.apply(works, orphans=orphans, items=items)
+        finally:
+            self.target.created = None
         return items
+
+    def _counter(self, stage: str, total: int) -> Callable[[int], None] | None:
+        """A callback adding to ``stage``'s count for ``self.progress`` (None: nobody asks)."""
+        progress = self.progress
+        if progress is None or total == 0:
+            return None
+        done = 0
+
+        def add(n: int) -> None:
+            nonlocal done
+            done = min(done + n, total)
+            progress(stage, done, total)
+
+        progress(stage, 0, total)
+        return add
 
     # ------------------------------------------------------------------ settle
 
@@ -685,8 +709,12 @@ class Engine:
             return dict.fromkeys(refs, error)
 
     def _collect_tokens(self, works: Sequence[Work]) -> None:
-        for name, entries in self._by_provider(w for w in works if w.item.error is None).items():
+        grouped = self._by_provider(w for w in works if w.item.error is None)
+        count = self._counter(CHECKING, sum(len(entries) for entries in grouped.values()))
+        for name, entries in grouped.items():
             results = self._call_provider(name, entries, "versions")
+            if count is not None:
+                count(len(entries))
             for work, key, ref in entries:
                 result = results.get(ref)
                 if isinstance(result, ProviderError):
@@ -715,8 +743,12 @@ class Engine:
 
     def _fetch_changed(self, works: Sequence[Work]) -> None:
         todo = [w for w in works if self._needs_fetch(w)]
-        for name, entries in self._by_provider(todo).items():
+        grouped = self._by_provider(todo)
+        count = self._counter(FETCHING, sum(len(entries) for entries in grouped.values()))
+        for name, entries in grouped.items():
             results = self._call_provider(name, entries, "fetch")
+            if count is not None:
+                count(len(entries))
             for work, key, ref in entries:
                 result = results.get(ref)
                 if result is None:

@@ -241,8 +241,12 @@ class PlanItem:
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem ``syncd doctor`` found: who has it, what it is, and how to fix it."""
+    """One problem ``syncd doctor`` found: who has it, what it is, and how to fix it.
+
+    ``warning``: not a problem, something doctor could not judge (a secret a provider's
+    cheap call doesn't show, judged by the next cycle's read); it doesn't fail doctor."""
 
     subject: str
     problem: str
     fix: str
+    warning: bool = False

@@ -1,4 +1,9 @@
-"""Progress lines while syncd waits for consumers to converge.
+"""Progress while syncd works: a cycle's counts, and lines while consumers converge.
+
+A cold sync of thousands of secrets takes a while, and the engine reports how far it is as
+counts (``ProgressHook``: a stage, how many are done, of how many) without knowing who
+listens; the CLI draws a bar from them on a terminal (``syncd.cli.bar``). The counts carry
+no name and no value.
 
 A rollout wait can last minutes (``timeout``, 5 minutes by default); silence for that long
 looks like a hang. Each target's wait loop reports what it sees per consumer; a line is
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from syncd.display import shown
 from syncd.logs import fields
@@ -17,6 +23,15 @@ log = logging.getLogger("syncd.progress")
 
 #: Seconds between two lines about a consumer whose state didn't change.
 EVERY = 30.0
+
+#: ``hook(stage, done, total)``: ``done`` of ``total`` items of ``stage`` are finished.
+ProgressHook = Callable[[str, int, int], None]
+#: The stages of a cycle, in order: references whose version was asked for (counted per
+#: provider answer), references whose value was read (per provider answer), versions
+#: written (per version where the target writes one at a time).
+CHECKING = "checking sources"
+FETCHING = "fetching values"
+CREATING = "creating versions"
 
 
 class WaitProgress:

@@ -193,9 +193,8 @@ def cmd_names(config: Config, *, output: str) -> int:
 
 
 def cmd_doctor(config: Config, *, output: str) -> int:
-    """Print each problem with its subject and fix; exit 1 when there are any."""
-    from dataclasses import asdict
-
+    """Print each problem, then each warning, with its subject and fix; exit 1 when there
+    are problems (warnings, what doctor couldn't judge, don't fail it)."""
     from syncd.doctor import diagnose
     from syncd.errors import SyncdError
 
@@ -204,13 +203,29 @@ def cmd_doctor(config: Config, *, output: str) -> int:
     except SyncdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    problems = [f for f in findings if not f.warning]
+    warnings = [f for f in findings if f.warning]
     if output == "json":
-        print_json("DoctorReport", {"problems": [asdict(f) for f in findings]})
-    elif not findings:
-        print("no problems found")
-    for finding in findings if output == "text" else []:
+        print_json(
+            "DoctorReport",
+            {
+                "problems": [
+                    {"subject": f.subject, "problem": f.problem, "fix": f.fix} for f in problems
+                ],
+                "warnings": [
+                    {"subject": f.subject, "warning": f.problem, "fix": f.fix} for f in warnings
+                ],
+            },
+        )
+        return EXIT_ERROR if problems else EXIT_OK
+    for finding in problems:
         print(f"{finding.subject}: {finding.problem}\n  fix: {finding.fix}")
-    return EXIT_ERROR if findings else EXIT_OK
+    for finding in warnings:
+        print(f"warning: {finding.subject}: {finding.problem}\n  fix: {finding.fix}")
+    if not problems:
+        count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+        print("no problems found" + (f" ({count})" if warnings else ""))
+    return EXIT_ERROR if problems else EXIT_OK
 
 
 def cmd_import(config: Config, *, names: list[str] | None, trust: bool, output: str) -> int:
@@ -267,6 +282,34 @@ def cmd_status(config: Config, *, names: list[str] | None, output: str) -> int:
     return EXIT_OK
 
 
+def cmd_retry(config: Config, *, names: list[str], dry_run: bool, output: str) -> int:
+    """Clear the failed mark of each named secret's newest version; exit 1 when any of them
+    is unknown, has nothing to clear, or could not be cleared."""
+    from syncd.errors import SyncdError
+    from syncd.retry import retry
+
+    try:
+        results = retry(config, names, dry_run=dry_run)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for failed in (r for r in results if r.error):
+        print(f"error: {shown(failed.name)}: {failed.error}", file=sys.stderr)
+    if output == "json":
+        print_json("RetryResult", {"secrets": [r.to_json() for r in results], "dry_run": dry_run})
+    for done in results if output == "text" else []:
+        if done.error:
+            continue
+        if done.cleared:
+            print(
+                f"{shown(done.name)}: v{done.version} was {done.state}; cleared, the next "
+                "cycle rolls it out again"
+            )
+        else:
+            print(f"{shown(done.name)}: would clear v{done.version} ({done.state})")
+    return EXIT_ERROR if any(r.error for r in results) else EXIT_OK
+
+
 def env_var_name(name: str) -> str:
     """``openai_api_key`` / ``openai-api-key`` -> ``OPENAI_API_KEY``."""
     return "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -274,13 +317,16 @@ def env_var_name(name: str) -> str:
 
 def cmd_once(config: Config, inv: Invocation, *, dry_run: bool) -> int:
     """Run one cycle (``plan``: a dry one) and report it."""
+    from syncd.cli.bar import progress_bar
     from syncd.engine import Engine
 
     engine = Engine(config)
     try:
-        result = engine.run_cycle(
-            dry_run=dry_run, names=inv.secret, ignore_window=bool(inv.ignore_window)
-        )
+        with progress_bar(sys.stderr, output=inv.output, disabled=bool(inv.no_progress)) as hook:
+            engine.progress = hook
+            result = engine.run_cycle(
+                dry_run=dry_run, names=inv.secret, ignore_window=bool(inv.ignore_window)
+            )
     finally:
         engine.close()
     result.items += unknown_names(config, inv.secret, result.items)
@@ -360,6 +406,9 @@ def dispatch(inv: Invocation) -> int:
         ),
         "plan": lambda: cmd_once(config, inv, dry_run=True),
         "status": lambda: cmd_status(config, names=inv.secret, output=inv.output),
+        "retry": lambda: cmd_retry(
+            config, names=inv.names, dry_run=bool(inv.dry_run), output=inv.output
+        ),
     }
     if inv.command in handlers:
         return int(handlers[inv.command]())

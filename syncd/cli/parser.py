@@ -39,6 +39,7 @@ COMMANDS = (
     "doctor",
     "names",
     "import",
+    "retry",
     "schema",
     "version",
     "completion",
@@ -72,7 +73,7 @@ class Flag:
 
 
 _GLOBAL = ("run", *COMMANDS)
-_WITH_CONFIG = ("run", "plan", "status", "check", "doctor", "names", "import")
+_WITH_CONFIG = ("run", "plan", "status", "check", "doctor", "names", "import", "retry")
 
 FLAGS: tuple[Flag, ...] = (
     Flag(
@@ -108,7 +109,7 @@ FLAGS: tuple[Flag, ...] = (
         "output",
         "SYNCD_OUTPUT",
         "what to print: text for people, json for programs (names: env or json)",
-        ("run", "plan", "status", "check", "doctor", "names", "import", "version"),
+        ("run", "plan", "status", "check", "doctor", "names", "import", "retry", "version"),
         choices=("text", "json", "env"),
         convert=str.lower,
     ),
@@ -144,8 +145,8 @@ FLAGS: tuple[Flag, ...] = (
         ("--dry-run",),
         "dry_run",
         "SYNCD_DRY_RUN",
-        "with --once: print the plan, write nothing (the same as syncd plan)",
-        ("run",),
+        "write nothing, print what would be done (syncd: with --once, the same as syncd plan)",
+        ("run", "retry"),
         kind="bool",
         default=False,
     ),
@@ -154,6 +155,15 @@ FLAGS: tuple[Flag, ...] = (
         "ignore_window",
         "SYNCD_IGNORE_WINDOW",
         "repoint consumers even outside their rotation window",
+        ("run", "plan"),
+        kind="bool",
+        default=False,
+    ),
+    Flag(
+        ("--no-progress",),
+        "no_progress",
+        "SYNCD_NO_PROGRESS",
+        "draw no progress bar (one is drawn only when stderr is a terminal, with text output)",
         ("run", "plan"),
         kind="bool",
         default=False,
@@ -182,7 +192,7 @@ FLAGS: tuple[Flag, ...] = (
 RENAMED = {"--format": "-o/--output"}
 
 #: Flags of ``syncd`` itself that only make sense with ``--once`` / only without it.
-ONCE_ONLY = ("dry_run", "output", "secret", "ignore_window", "verbose")
+ONCE_ONLY = ("dry_run", "output", "secret", "ignore_window", "verbose", "no_progress")
 DAEMON_ONLY = ("listen",)
 
 _DESCRIPTIONS = {
@@ -201,6 +211,9 @@ _DESCRIPTIONS = {
     "names": "Print the current versioned name of every secret (for stack or manifest pinning).",
     "import": "Adopt secrets made by hand in the target (named like each secret) as version 1, "
     "without restarting their consumers.",
+    "retry": "Clear the failed mark of each named secret's newest version (rolled back, held "
+    "or rolling back), so the next cycle rolls it out again: once the cause (a bad probe, a "
+    "missing key) is fixed. Only this installation's objects are touched.",
     "schema": "Print the JSON Schema of the config file (for editors and CI linters).",
     "version": "Print syncd's version, Python's, and which provider/target extras are installed.",
     "completion": "Print a shell completion script: source it, or install it where your shell "
@@ -232,6 +245,9 @@ _EXAMPLES = {
     "import": """\
   syncd import --config syncd.yaml --secret db_password
   syncd import -c swarm.yaml --trust-values""",
+    "retry": """\
+  syncd retry --config syncd.yaml db_password    the next cycle rolls its failed version out
+  syncd retry -c syncd.yaml db_password api_key --dry-run -o json""",
     "schema": """\
   syncd schema > syncd.schema.json""",
     "version": """\
@@ -252,6 +268,8 @@ _EXIT_CODES = {
     "doctor": "  0 no problems   1 problems found   64 usage error",
     "names": "  0 every secret has a version   1 one has none, or two share a variable   64 usage",
     "import": "  0 every secret imported or already managed   1 one failed   64 usage error",
+    "retry": "  0 every mark cleared (--dry-run: would be)   64 usage error\n"
+    "  1 a secret is unknown, has no failed version, or could not be cleared",
     "schema": "  0 printed   64 usage error",
     "version": "  0 printed   64 usage error",
     "completion": "  0 printed   64 usage error",
@@ -363,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_flags(child, command, suppress=True)
         if command == "completion":
             child.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+        if command == "retry":
+            child.add_argument("names", nargs="+", metavar="NAME", help="a secret of the config")
     return parser
 
 
@@ -394,7 +414,9 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Invocat
     if extra:
         raise UsageError(_unknown(command, extra))
     given = {
-        k: v for k, v in vars(namespace).items() if v is not None and k not in ("command", "shell")
+        k: v
+        for k, v in vars(namespace).items()
+        if v is not None and k not in ("command", "shell", "names")
     }
     if given.pop("version", False):
         if command != "run" or given:
@@ -407,6 +429,8 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Invocat
         raise UsageError(f"syncd {command}: {_flag(dest).shown} doesn't apply to this command")
     if command == "completion":
         inv.values["shell"] = namespace.shell
+    if command == "retry":
+        inv.values["names"] = list(namespace.names)
     for flag in flags_for(command):
         if flag.dest in given:
             inv.values[flag.dest] = _checked(flag, command, given[flag.dest], flag.names[-1])

@@ -93,6 +93,9 @@ class Target(ABC, Generic[C]):
         #: Called before every write; raises (``NotLeaderError``) when this process may no
         #: longer write, e.g. a leader that can't be sure it still holds its lease.
         self.write_guard: Callable[[], None] | None = None
+        #: Called with how many versions ``create_versions`` just finished (made or failed),
+        #: so a progress display can count them; set by the engine for one write.
+        self.created: Callable[[int], None] | None = None
 
     def count_write(self, operation: str, n: int = 1) -> None:
         """Call before each write: checks the write guard, then counts it
@@ -195,7 +198,8 @@ class Target(ABC, Generic[C]):
         """Create the given versions; one result per secret name, a bad item fails alone.
 
         Targets that write the whole set at once (files) override this; the others create
-        one object per item with ``create_version``.
+        one object per item with ``create_version``. Either way ``created`` hears of each
+        item once it is done.
         """
         results: dict[str, VersionInfo | TargetError] = {}
         for item in items:
@@ -203,6 +207,8 @@ class Target(ABC, Generic[C]):
                 results[item.secret] = self.create_version(item)
             except TargetError as exc:
                 results[item.secret] = exc
+            if self.created is not None:
+                self.created(1)
         return results
 
     def create_version(self, item: NewVersion) -> VersionInfo:

@@ -73,6 +73,7 @@ def test_doctor_cli_exit_codes_and_json(write_config, world):
                 "fix": "run syncd --once",
             }
         ],
+        "warnings": [],
     }
 
 

@@ -288,6 +288,9 @@ class FilesTarget(Target[FilesTargetConfig]):
         except (OSError, TargetError) as exc:
             error = exc if isinstance(exc, TargetError) else _os_error("write", self.root, exc)
             return {item.secret: error for item in items}
+        finally:
+            if self.created is not None:
+                self.created(len(items))
 
     def delete_version(self, version: VersionInfo) -> bool:
         """Drop a secret from the set (``prune: true``): a new generation without it."""
