@@ -51,6 +51,7 @@ EntryOutcome = Literal[
     "rolling-out", "converged", "waiting-window", "failed", "rolling-back", "rolled-back", "held"
 ]
 OUTCOMES: tuple[str, ...] = get_args(EntryOutcome)
+_UNSETTLED = ("rolling-out", "waiting-window", "failed")
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,13 @@ def _entry(item: object) -> Entry | None:
         consumers_omitted=omitted,
         collected_at=collected,
     )
+
+
+def unsettled(text: str) -> bool:
+    """Whether a stored ledger may hold a swap still to be finished (``rolling-out``,
+    ``waiting-window``, ``failed``): a cheap look at the text, so a quiet cycle decodes
+    only those."""
+    return any(f'"outcome":"{outcome}"' in text for outcome in _UNSETTLED)
 
 
 def _plain(text: object) -> bool:

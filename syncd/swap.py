@@ -540,7 +540,10 @@ class Swap:
         changed = self._changed | forward.touched | set(forward.unreached) | set(forward.paused)
         at = utc_now()
         for work in works:
-            if work.secret.name not in changed and not work.item.deleted:
+            newest = max(work.versions, key=lambda v: v.version, default=None)
+            # a swap a crash (or a window) left unfinished may have settled meanwhile
+            open_ = newest is not None and history.unsettled(newest.history)
+            if work.secret.name not in changed and not work.item.deleted and not open_:
                 continue
             try:
                 self._record_history(work, forward, at)
@@ -561,7 +564,13 @@ class Swap:
         subject = _subject(work)
         if subject is not None:
             version, outcome = subject
-            moved = forward.consumers.get(work.secret.name, set())
+            moved = set(forward.consumers.get(work.secret.name, set()))
+            if outcome == "converged":  # and those a killed run moved
+                moved |= {
+                    c.label
+                    for c in work.consumers
+                    if version.object_name in c.refs.get(work.secret.name, ())
+                }
             entries = history.record(entries, version, outcome, at=at, consumers=moved)
         collected = [v.version for v in work.versions if v.object_name in gone]
         newest = max(left, key=lambda v: v.version)
