@@ -540,11 +540,12 @@ class Swap:
         changed = self._changed | forward.touched | set(forward.unreached) | set(forward.paused)
         at = utc_now()
         for work in works:
-            newest = max(work.versions, key=lambda v: v.version, default=None)
-            # a swap a crash (or a window) left unfinished may have settled meanwhile
-            open_ = newest is not None and history.unsettled(newest.history)
-            if work.secret.name not in changed and not work.item.deleted and not open_:
-                continue
+            if work.secret.name not in changed and not work.item.deleted:
+                # a swap a crash (or a window) left unfinished may have settled meanwhile;
+                # a cycle that failed before its swap (a provider's error) says nothing of it
+                newest = max(work.versions, key=lambda v: v.version, default=None)
+                if newest is None or work.item.error or not history.unsettled(newest.history):
+                    continue
             try:
                 self._record_history(work, forward, at)
             except Exception as exc:  # noqa: BLE001 - the ledger is a record, not the swap

@@ -18,7 +18,7 @@ from syncd.engine import Engine
 from syncd.history import MAX_BYTES, MAX_CONSUMERS, MAX_ENTRIES, Entry, decode, encode
 from syncd.model import VersionInfo
 from tests.conftest import new_value
-from tests.unit.memory_target import Service, World
+from tests.unit.memory_target import Crash, Service, World
 from tests.unit.test_engine import memory_config, rotate, world_name
 
 AT = "2026-12-01T10:00:00Z"
@@ -161,6 +161,11 @@ def engine_for(write_config, world: World, values: dict[str, str], **extra: obje
     return Engine(load_config(memory_config(write_config, world_name(world), values, **extra)))
 
 
+def fresh(engine: Engine) -> Engine:
+    """A new process on the same config: everything is read from the target again."""
+    return Engine(load_config(engine.config.path))
+
+
 def ledger_of(world: World, obj: str) -> list[Entry]:
     info, _ = world.objects[obj]
     ledger = decode(info.history)
@@ -194,6 +199,26 @@ def test_rotations_record_consumers_outcomes_and_collection(write_config, world)
     assert all(e.source.startswith("local:api@") for e in entries)
     quiet = engine.run_cycle()
     assert quiet.target_writes == 0 and ledger_of(world, "api-v3") == entries
+
+
+def test_a_swap_a_crash_left_rolling_out_is_recorded_once_it_settled(write_config, world):
+    """Killed while waiting: the next run has nothing to wait for (web runs v2), and still
+    records v2 converged with web; a run after that writes nothing."""
+    engine = engine_for(write_config, world, {"api": new_value()}, defaults={"keep": 5})
+    assert engine.run_cycle().ok
+    world.services["web"] = Service("web", refs={"api-v1"})
+    rotate(engine.config.path, api=new_value())
+    world.crash_on = "wait web"
+    with pytest.raises(Crash):
+        engine.run_cycle()
+    assert [e.outcome for e in ledger_of(world, "api-v2")] == ["converged", "rolling-out"]
+    rerun = fresh(engine).run_cycle()
+    assert rerun.ok and rerun.calls["target"] == {"history": 1}
+    assert [(e.outcome, e.consumers) for e in ledger_of(world, "api-v2")] == [
+        ("converged", ()),
+        ("converged", ("service/web",)),
+    ]
+    assert fresh(engine).run_cycle().target_writes == 0
 
 
 def test_a_ledger_write_that_fails_never_fails_the_swap(write_config, world, caplog):
