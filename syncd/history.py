@@ -132,6 +132,10 @@ def _stored(entry: Entry) -> dict[str, object]:
 
 
 def _cut(text: str) -> str:
+    """``text`` printable (escaped where it isn't: a name a source supplied may hold a
+    newline) and at most ``MAX_TEXT`` long, so ``decode`` accepts what ``encode`` wrote."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
@@ -290,7 +294,7 @@ def record(
         result.append(entry)
         index = len(result) - 1
     old = result[index]
-    moved = sorted({*old.consumers, *consumers})
+    moved = sorted({*old.consumers, *(_cut(c) for c in consumers)})
     result[index] = replace(
         old,
         outcome=outcome,

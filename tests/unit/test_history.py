@@ -86,6 +86,17 @@ def test_recording_twice_changes_nothing_and_the_time_moves_with_the_outcome():
     assert history.record(crowded, v2, "converged", at=AT, consumers=many) == crowded
 
 
+def test_a_name_with_a_newline_is_written_escaped_and_reads_back():
+    v2 = version(2, source=json.dumps({"k": "local:a\nb@1"}))
+    entries = history.record([], v2, "converged", at=AT, consumers=["service/x\x1b"])
+    ledger = decode(encode(entries))
+    assert ledger.problem is None
+    assert (ledger.entries[0].source, ledger.entries[0].consumers) == (
+        "local:a\\nb@1",
+        ("service/x\\x1b",),
+    )
+
+
 def test_collected_marks_only_what_is_not_marked_yet():
     entries = history.collected([entry(1, collected_at=AT), entry(2), entry(3)], [1, 2], at="Z")
     assert [e.collected_at for e in entries] == [AT, "Z", ""]
