@@ -100,6 +100,8 @@ class VersionInfo:
     created_at: str = ""
     #: set when this version's rollout failed (or its rollback is under way)
     rollout: Rollout | None = None
+    #: the secret's ledger as stored on this object (``syncd.history``), unparsed
+    history: str = field(default="", repr=False, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -118,6 +120,8 @@ class NewVersion:
     keys: dict[str, str]
     source: str
     created_at: str
+    #: the ledger the new object carries (``syncd.history``), so it outlives older objects
+    history: str = field(default="", repr=False)
 
     def stored_as(self, object_name: str) -> VersionInfo:
         """What a target reports once this version exists under ``object_name``."""
@@ -129,6 +133,7 @@ class NewVersion:
             keys=dict(self.keys),
             source=self.source,
             created_at=self.created_at,
+            history=self.history,
         )
 
 

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from syncd import history
 from syncd.backoff import backoff_delay
 from syncd.errors import TargetError
 from syncd.logs import fields
-from syncd.model import Consumer, Outcome, PlanItem, Rollout, VersionInfo
+from syncd.model import Consumer, NewVersion, Outcome, PlanItem, Rollout, VersionInfo
 from syncd.targets.base import Target
 from syncd.work import Work, describe, is_transient, stale_consumers
 
@@ -91,6 +92,8 @@ class Moved:
 
     #: consumer labels that were repointed (or waited for) and converged
     converged: set[str] = field(default_factory=set)
+    #: secret -> consumer labels repointed (or waited for) to its version
+    consumers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: secrets that had a consumer repointed (or waited for)
     touched: set[str] = field(default_factory=set)
     #: secret -> why its consumers did not converge
@@ -113,6 +116,8 @@ class Swap:
         #: versions this process saw every consumer converge on (a consumer unconverged on
         #: one of them later is not this swap's failure)
         self.converged: set[str] = set()
+        #: secrets whose history changed this apply (created, marked); see ``record_history``
+        self._changed: set[str] = set()
 
     def apply(
         self,
@@ -122,12 +127,14 @@ class Swap:
         items: list[PlanItem],
     ) -> None:
         """Every step, in order; each secret's failure stops only that secret (and its group)."""
+        self._changed = set()
         self.record_sources(works)
         self.create(works)
         forward = self.roll_forward(works)
         self.fail_swaps(works, forward)
         self.roll_back(works)
         self.collect(works, forward.converged)
+        self.record_history(works, forward)
         self.prune(orphans, items)
 
     # ------------------------------------------------------------------ record, create
@@ -154,6 +161,9 @@ class Swap:
         pending = [w for w in works if w.new is not None and w.item.error is None]
         if not pending:
             return
+        at = utc_now()
+        for work in pending:
+            work.new = self._carry_history(work, at)
         try:
             results = self.target.create_versions([w.new for w in pending if w.new])
         except Exception as exc:  # noqa: BLE001 - nothing was created for any of them
@@ -165,6 +175,7 @@ class Swap:
         for work in pending:
             result = results.get(work.secret.name)
             if isinstance(result, VersionInfo):
+                self._changed.add(work.secret.name)
                 work.versions.append(result)
                 work.current = result
                 work.failed = None
@@ -275,6 +286,8 @@ class Swap:
         moved.seconds = time.monotonic() - started
         for label, consumer in waiting.items():
             moved.touched |= secrets_of[label]
+            for name in secrets_of[label]:
+                moved.consumers[name].add(label)
             error = results.get(label)
             if error is None:
                 moved.converged.add(label)
@@ -353,6 +366,7 @@ class Swap:
     def _mark(self, work: Work, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
         """Record a rollout outcome on the version; a failure to record is logged and the
         swap goes on (the consumers come first), and the next cycle records it again."""
+        self._changed.add(work.secret.name)
         try:
             return self.target.mark(version, rollout)
         except Exception as exc:  # noqa: BLE001 - reported, the rollback still happens
@@ -505,6 +519,73 @@ class Swap:
         }
         return [v for v in doomed if v.object_name not in referenced]
 
+    # ------------------------------------------------------------------ history
+
+    def _carry_history(self, work: Work, at: str) -> NewVersion:
+        """The new version to create, carrying the secret's ledger with its own entry: a
+        version no consumer has to move to has swapped once it exists (so only a swap with
+        consumers writes its ledger again)."""
+        assert work.new is not None
+        moving = self.target.has_consumers and bool(stale_consumers(work) or work.pending)
+        outcome: history.EntryOutcome = "rolling-out" if moving else "converged"
+        base = _ledger(work, work.versions).entries
+        entries = history.record(base, work.new.stored_as(""), outcome, at=at)
+        return replace(work.new, history=history.encode(entries))
+
+    def record_history(self, works: Sequence[Work], forward: Moved) -> None:
+        """Record in each changed secret's ledger how its swap went and what was collected,
+        on its newest object: one metadata write per secret whose ledger changed. A failure
+        costs the ledger an update, never the swap: it is logged, and the next change of the
+        secret records the state then."""
+        changed = self._changed | forward.touched | set(forward.unreached) | set(forward.paused)
+        at = utc_now()
+        for work in works:
+            if work.secret.name not in changed and not work.item.deleted:
+                # a swap a crash (or a window) left unfinished may have settled meanwhile;
+                # a cycle that failed before its swap (a provider's error) says nothing of it
+                newest = max(work.versions, key=lambda v: v.version, default=None)
+                if newest is None or work.item.error or not history.unsettled(newest.history):
+                    continue
+            try:
+                self._record_history(work, forward, at)
+            except Exception as exc:  # noqa: BLE001 - the ledger is a record, not the swap
+                log.warning(
+                    "%s: can't record the history: %s",
+                    work.secret.name,
+                    describe(exc),
+                    extra=fields(secret=work.secret.name),
+                )
+
+    def _record_history(self, work: Work, forward: Moved, at: str) -> None:
+        gone = set(work.item.deleted)
+        left = [v for v in work.versions if v.object_name not in gone]
+        if not left:
+            return
+        entries = list(_ledger(work, left).entries)
+        subject = _subject(work)
+        if subject is not None:
+            version, outcome = subject
+            moved = set(forward.consumers.get(work.secret.name, set()))
+            if outcome == "converged":  # and those a killed run moved
+                moved |= {
+                    c.label
+                    for c in work.consumers
+                    if version.object_name in c.refs.get(work.secret.name, ())
+                }
+            entries = history.record(entries, version, outcome, at=at, consumers=moved)
+        collected = [v.version for v in work.versions if v.object_name in gone]
+        newest = max(left, key=lambda v: v.version)
+        if self.target.collects_versions:  # and what went missing (a crash after a delete)
+            held = {v.version for v in left}
+            collected += [e.version for e in entries if e.version not in held]
+        text = history.encode(history.collected(entries, collected, at=at))
+        if text != newest.history and not self.target.write_history(newest, text):
+            log.info(
+                "%s: %s changed meanwhile; its history is recorded with the next change",
+                work.secret.name,
+                newest.object_name,
+            )
+
     def prune(self, orphans: dict[str, list[VersionInfo]], items: list[PlanItem]) -> None:
         """Delete secrets removed from the config (``prune: true``), sparing anything in use."""
         if not orphans:
@@ -534,6 +615,35 @@ class Swap:
         except Exception as exc:  # noqa: BLE001 - retried next cycle
             return f"can't delete {version.object_name}: {describe(exc)}"
         return None if deleted else f"{version.object_name} is in use; not deleted"
+
+
+def _ledger(work: Work, versions: Sequence[VersionInfo]) -> history.Ledger:
+    """The secret's ledger as the target holds it; what can't be read is logged, and the
+    write that follows replaces it."""
+    ledger = history.latest(versions)
+    if ledger.problem:
+        log.warning(
+            "%s: %s", work.secret.name, ledger.problem, extra=fields(secret=work.secret.name)
+        )
+    return ledger
+
+
+def _subject(work: Work) -> tuple[VersionInfo, history.EntryOutcome] | None:
+    """The version this cycle's swap was about, and how it stands: the failed newest one
+    with its mark, or the current one."""
+    failed, current = work.failed, work.current
+    newer = failed is not None and (current is None or failed.version > current.version)
+    if failed is not None and failed.rollout is not None and newer:
+        return failed, failed.rollout.state
+    if current is None:
+        return None
+    if work.item.error is not None:
+        return current, "failed"
+    if work.item.outcome == "waiting-window":
+        return current, "waiting-window"
+    if stale_consumers(work) or work.pending:
+        return current, "rolling-out"
+    return current, "converged"
 
 
 def _now_on_current(work: Work, touched: set[str]) -> None:

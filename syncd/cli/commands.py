@@ -13,7 +13,14 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from syncd.cli.output import print_errors, print_json, print_result, print_status, result_body
+from syncd.cli.output import (
+    print_errors,
+    print_history,
+    print_json,
+    print_result,
+    print_status,
+    result_body,
+)
 from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation, build_parser
 from syncd.display import shown
 
@@ -310,6 +317,28 @@ def cmd_retry(config: Config, *, names: list[str], dry_run: bool, output: str) -
     return EXIT_ERROR if any(r.error for r in results) else EXIT_OK
 
 
+def cmd_history(config: Config, *, name: str, output: str) -> int:
+    """One secret's ledger; exit 1 if the target can't be read or holds no version of it."""
+    from syncd.errors import SyncdError
+    from syncd.history import read_history
+
+    try:
+        found = read_history(config, name)
+    except SyncdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if found is None:
+        print(f"error: the target holds no version of {shown(name)}", file=sys.stderr)
+        return EXIT_ERROR
+    if found.ledger.problem:
+        print(f"warning: {found.ledger.problem}", file=sys.stderr)
+    if output == "json":
+        print_json("History", found.to_json())
+    else:
+        print_history(found)
+    return EXIT_OK
+
+
 def env_var_name(name: str) -> str:
     """``openai_api_key`` / ``openai-api-key`` -> ``OPENAI_API_KEY``."""
     return "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -409,6 +438,7 @@ def dispatch(inv: Invocation) -> int:
         "retry": lambda: cmd_retry(
             config, names=inv.names, dry_run=bool(inv.dry_run), output=inv.output
         ),
+        "history": lambda: cmd_history(config, name=inv.name, output=inv.output),
     }
     if inv.command in handlers:
         return int(handlers[inv.command]())

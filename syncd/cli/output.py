@@ -18,6 +18,7 @@ from syncd.model import ROLLOUT_STATES
 
 if TYPE_CHECKING:
     from syncd.engine import CycleResult
+    from syncd.history import SecretHistory
     from syncd.model import PlanItem
     from syncd.status import SecretStatus
 
@@ -143,6 +144,38 @@ def print_status(found: list[SecretStatus]) -> None:
             print(f"    waiting: {reason}")
         if s.error:
             print(f"    error: {s.error}")
+
+
+def print_history(found: SecretHistory) -> None:
+    """A heading naming the secret and the object holding its ledger, then one row per
+    version, oldest first: when it was made, how its rollout ended and when, when it was
+    collected, the consumers moved to it and the upstream version it was made from."""
+    entries = found.ledger.entries
+    where = f" (on {shown(found.ledger.object_name)})" if found.ledger.object_name else ""
+    print(f"{shown(found.name)}: {len(entries)} version{'s' * (len(entries) != 1)}{where}")
+    if not entries:
+        print("no history recorded yet (it starts with the next version syncd makes)")
+        return
+    rows = [("VERSION", "CREATED", "OUTCOME", "AT", "COLLECTED", "CONSUMERS", "SOURCE")]
+    for e in entries:
+        moved = ", ".join(shown(c) for c in e.consumers) or "-"
+        if e.consumers_omitted:
+            moved += f" (+{e.consumers_omitted})"
+        rows.append(
+            (
+                f"v{e.version}",
+                e.created_at or "-",
+                e.outcome,
+                e.at or "-",
+                e.collected_at or "-",
+                moved,
+                shown(e.source) if e.source else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*padded, row[-1]]))
 
 
 def result_body(result: CycleResult) -> dict[str, Any]:

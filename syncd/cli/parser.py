@@ -35,6 +35,7 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 COMMANDS = (
     "plan",
     "status",
+    "history",
     "check",
     "doctor",
     "names",
@@ -73,7 +74,7 @@ class Flag:
 
 
 _GLOBAL = ("run", *COMMANDS)
-_WITH_CONFIG = ("run", "plan", "status", "check", "doctor", "names", "import", "retry")
+_WITH_CONFIG = ("run", "plan", "status", "history", "check", "doctor", "names", "import", "retry")
 
 FLAGS: tuple[Flag, ...] = (
     Flag(
@@ -109,7 +110,18 @@ FLAGS: tuple[Flag, ...] = (
         "output",
         "SYNCD_OUTPUT",
         "what to print: text for people, json for programs (names: env or json)",
-        ("run", "plan", "status", "check", "doctor", "names", "import", "retry", "version"),
+        (
+            "run",
+            "plan",
+            "status",
+            "history",
+            "check",
+            "doctor",
+            "names",
+            "import",
+            "retry",
+            "version",
+        ),
         choices=("text", "json", "env"),
         convert=str.lower,
     ),
@@ -205,6 +217,10 @@ _DESCRIPTIONS = {
     "version, when it was made, each consumer and the version it runs, failed versions and "
     "why consumers wait. Read from the target alone (no provider is contacted), so it works "
     "from any machine that can read the target.",
+    "history": "Show the ledger of one secret's versions: per version the upstream version it "
+    "was made from, when, the consumers moved to it, how its rollout ended and when it was "
+    "collected (the last 50). Kept in the target, so it is the same from every machine; read "
+    "from the target alone.",
     "check": "Validate a config file (no provider or target is contacted).",
     "doctor": "Check, read-only, that every provider answers for every reference (without "
     "reading a value) and how consumers use the managed secrets.",
@@ -233,6 +249,9 @@ _EXAMPLES = {
     "status": """\
   syncd status --config syncd.yaml
   syncd status -c syncd.yaml --secret db_password -o json""",
+    "history": """\
+  syncd history db_password --config syncd.yaml
+  syncd history db_password -c syncd.yaml -o json | jq '.entries[-1].outcome'""",
     "check": """\
   syncd check --config syncd.yaml
   syncd check -c syncd.yaml -o json""",
@@ -264,6 +283,8 @@ _EXIT_CODES = {
     "  with --dry-run: 0 nothing to do   2 changes pending   1 error",
     "plan": "  0 nothing to do   2 changes pending   1 a secret failed   64 usage error",
     "status": "  0 the target was read   1 it could not be read   64 usage error",
+    "history": "  0 the target was read   1 it could not be read, or holds no version of NAME   "
+    "64 usage error",
     "check": "  0 the config is valid   1 it is not   64 usage error",
     "doctor": "  0 no problems   1 problems found   64 usage error",
     "names": "  0 every secret has a version   1 one has none, or two share a variable   64 usage",
@@ -383,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
             child.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
         if command == "retry":
             child.add_argument("names", nargs="+", metavar="NAME", help="a secret of the config")
+        if command == "history":
+            child.add_argument("name", metavar="NAME", help="the secret (its name in the config)")
     return parser
 
 
@@ -416,7 +439,7 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Invocat
     given = {
         k: v
         for k, v in vars(namespace).items()
-        if v is not None and k not in ("command", "shell", "names")
+        if v is not None and k not in ("command", "shell", "names", "name")
     }
     if given.pop("version", False):
         if command != "run" or given:
@@ -431,6 +454,8 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Invocat
         inv.values["shell"] = namespace.shell
     if command == "retry":
         inv.values["names"] = list(namespace.names)
+    if command == "history":
+        inv.values["name"] = namespace.name
     for flag in flags_for(command):
         if flag.dest in given:
             inv.values[flag.dest] = _checked(flag, command, given[flag.dest], flag.names[-1])

@@ -178,6 +178,17 @@ class Target(ABC, Generic[C]):
         del version, source
         return False
 
+    def write_history(self, version: VersionInfo, ledger: str) -> bool:
+        """Store ``ledger`` (``syncd.history``'s text) on ``version``'s own object, replacing
+        the one there: a metadata-only write. New versions already carry the ledger from
+        ``NewVersion.history``; this records how their swap went.
+
+        ``False`` when the object is no longer that version, or the target keeps no ledger
+        (the default). Raises ``TargetError`` when the write fails; the swap only warns.
+        """
+        del version, ledger
+        return False
+
     def reference_name(self, version: VersionInfo) -> str:
         """The name a manifest or stack file uses for ``version`` (``syncd names``)."""
         return version.object_name

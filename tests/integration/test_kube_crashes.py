@@ -134,7 +134,9 @@ def test_a_swap_killed_at_each_step_is_finished_by_the_next_run(api, project, ns
             rerun = time.monotonic()
             repaired = once_result(config)
             assert repaired["exit"] == 0, (step, repaired)
-            assert (_writes(proxy, rerun), repaired["target_writes"]) == (expected, len(expected))
+            # and, once the consumers converged, the outcome in the new version's history
+            made_now = [*expected, ("PATCH", f"secrets/api-key-v{version}")]
+            assert (_writes(proxy, rerun), repaired["target_writes"]) == (made_now, len(made_now))
             for name in ("a", "b"):
                 assert _refs(api, ns, name) == {f"api-key-v{version}"}, step
                 wait_until(f"{name} rolled out", lambda name=name: rolled_out(api, ns, name))
@@ -167,7 +169,11 @@ def test_a_collection_killed_halfway_is_finished_by_the_next_run(api, project, n
     rerun = time.monotonic()
     repaired = once_result(config)
     assert repaired["exit"] == 0, repaired
-    assert _writes(proxy, rerun) == [("DELETE", f"secrets/{survivor}")]
+    newest = survivor.replace("-v1", "-v3")  # its history records the collection
+    assert _writes(proxy, rerun) == [
+        ("DELETE", f"secrets/{survivor}"),
+        ("PATCH", f"secrets/{newest}"),
+    ]
     quiet = time.monotonic()
     again = once_result(config)
     assert (again["exit"], again["target_writes"], _writes(proxy, quiet)) == (0, 0, [])

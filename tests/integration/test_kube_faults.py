@@ -264,8 +264,9 @@ def test_throttling_and_5xx_are_retried_as_the_server_says(api, project, ns, pro
     assert len(posts) == 2 and all(gap >= 1.0 for gap in gaps)
     checker.assert_clean(min_snapshots=1)
     assert _refs(api, ns) == {"api-key-v2"}
-    # two creates (one refused) and two repoints (one refused): each passed the guard
-    assert len(guarded) == 2 + 2
+    # two creates (one refused), two repoints (one refused) and the outcome in the new
+    # version's history: each passed the guard
+    assert len(guarded) == 2 + 2 + 1
 
 
 @pytest.mark.parametrize(

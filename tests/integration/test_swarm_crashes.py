@@ -42,26 +42,34 @@ SERVICE_UPDATE = r"/services/[^/]+/update"
 
 #: point -> (the request held: method, path, which one), the version each service (a, b)
 #: references after the kill (0: the one before the swap, 1: the new one), and what the
-#: next run must write to finish the swap
+#: next run must write to finish the swap (its last write: the outcome in the history)
 CRASH_POINTS: dict[str, tuple[tuple[str, str, int], tuple[int, int], dict[str, int]]] = {
     "before the create reaches Docker": (
         ("POST", "/secrets/create", 1),
         (0, 0),
-        {"create-secret": 1, "update-service": 2, "remove-secret": 1},
+        {"create-secret": 1, "update-service": 2, "remove-secret": 1, "update-secret": 1},
     ),
     "after the create": (
         ("POST", SERVICE_UPDATE, 1),
         (0, 0),
-        {"update-service": 2, "remove-secret": 1},
+        {"update-service": 2, "remove-secret": 1, "update-secret": 1},
     ),
     "between the two repoints": (
         ("POST", SERVICE_UPDATE, 2),
         (1, 0),
-        {"update-service": 1, "remove-secret": 1},
+        {"update-service": 1, "remove-secret": 1, "update-secret": 1},
     ),
     # the second poll of the wait: the first one has seen the rollout going on
-    "during the convergence wait": (("GET", "/nodes", 2), (1, 1), {"remove-secret": 1}),
-    "during collection": (("DELETE", "/secrets/[^/]+", 1), (1, 1), {"remove-secret": 1}),
+    "during the convergence wait": (
+        ("GET", "/nodes", 2),
+        (1, 1),
+        {"remove-secret": 1, "update-secret": 1},
+    ),
+    "during collection": (
+        ("DELETE", "/secrets/[^/]+", 1),
+        (1, 1),
+        {"remove-secret": 1, "update-secret": 1},
+    ),
 }
 
 

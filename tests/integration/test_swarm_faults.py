@@ -42,7 +42,9 @@ SERVICE_UPDATE = r"/services/[^/]+/update"
 SHORT_TIMEOUT = "2s"
 #: ``api_timeout`` of every other config: longer than a restart of dockerd on a busy machine
 RESTART_TIMEOUT = "90s"
-FULL_SWAP = {"create-secret": 1, "update-service": 2, "remove-secret": 1}
+#: a new version's history records the outcome: the write that ends every swap
+HISTORY = {"update-secret": 1}
+FULL_SWAP = {"create-secret": 1, "update-service": 2, "remove-secret": 1, **HISTORY}
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ FAULTS = {
         "drop-after",
         1,
         "is not reachable",
-        {"update-service": 2, "remove-secret": 1},
+        {"update-service": 2, "remove-secret": 1, **HISTORY},
     ),
     "second repoint answered 500": Fault(
         "POST",
@@ -79,10 +81,15 @@ FAULTS = {
         "fail",
         2,
         "can't repoint service/",
-        {"update-service": 1, "remove-secret": 1},
+        {"update-service": 1, "remove-secret": 1, **HISTORY},
     ),
     "first repoint landed, answer lost": Fault(
-        "POST", SERVICE_UPDATE, "drop-after", 1, "can't repoint service/", {"remove-secret": 1}
+        "POST",
+        SERVICE_UPDATE,
+        "drop-after",
+        1,
+        "can't repoint service/",
+        {"remove-secret": 1, **HISTORY},
     ),
     "connections refused from the second repoint on": Fault(
         "POST",
@@ -90,7 +97,7 @@ FAULTS = {
         "refuse",
         2,
         "can't repoint service/",
-        {"update-service": 1, "remove-secret": 1},
+        {"update-service": 1, "remove-secret": 1, **HISTORY},
         then="listen",
     ),
     "a convergence poll hangs": Fault("GET", "/tasks", "hang", 1, None, short_timeout=True),
@@ -98,7 +105,9 @@ FAULTS = {
     "service listing answered 500": Fault(
         "GET", "/services", "fail", 1, "can't list consumers", FULL_SWAP
     ),
-    "collection dropped": Fault("DELETE", "/secrets/[^/]+", "drop", 1, None, {"remove-secret": 1}),
+    "collection dropped": Fault(
+        "DELETE", "/secrets/[^/]+", "drop", 1, None, {"remove-secret": 1, **HISTORY}
+    ),
     "secret listing hangs": Fault(
         "GET", "/secrets", "hang", 1, "timed out", FULL_SWAP, short_timeout=True
     ),

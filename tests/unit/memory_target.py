@@ -59,6 +59,8 @@ class World:
     in_use: set[str] = field(default_factory=set)
     #: object name -> the installation that wrote it
     owners: dict[str, str] = field(default_factory=dict)
+    #: ``write_history`` fails (a stand-in for a refused metadata write)
+    history_fails: bool = False
 
     def check(self) -> None:
         for svc in self.services.values():
@@ -209,6 +211,14 @@ class MemoryTarget(Target[MemoryTargetConfig]):
         self.count_write("mark")
         self.world.objects[version.object_name] = (marked, data)
         return marked
+
+    def write_history(self, version: VersionInfo, ledger: str) -> bool:
+        if self.world.history_fails:
+            raise TargetError(f"{version.object_name}: history write refused")
+        self.count_write("history")
+        info, data = self.world.objects[version.object_name]
+        self.world.objects[version.object_name] = (replace(info, history=ledger), data)
+        return True
 
     def protected(self) -> set[str]:
         return {r for svc in self.world.services.values() for r in svc.previous}

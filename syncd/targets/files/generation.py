@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from syncd import history
 from syncd.envfile import parse_env, render_env
 from syncd.errors import TargetError
 from syncd.model import NewVersion, VersionInfo
@@ -35,8 +36,16 @@ from syncd.targets.files.settings import (
     name_problem,
     shown,
 )
-from syncd.targets.files.state import State
-from syncd.targets.files.tidy import Count, fix_links, log, occupied, prune_generations, relink
+from syncd.targets.files.state import State, parse_state
+from syncd.targets.files.tidy import (
+    Count,
+    fix_links,
+    generations,
+    log,
+    occupied,
+    prune_generations,
+    relink,
+)
 
 Owner = tuple[int, int] | None
 
@@ -97,6 +106,7 @@ class Swap:
                 self.root.remove(tmp_name, reserved=True)
                 return dict(self.failed)
             entries = self._carry(tmp, old, written)
+            self._mark_collected(entries)
             self._write_outputs(tmp, entries, written)
             state = State(None, self.instance, entries)
             tmp.write_new(STATE_FILE, state.encode(self.instance), mode=0o444, reserved=True)
@@ -243,7 +253,34 @@ class Swap:
                 "source": item.source,
                 "created_at": item.created_at,
             }
+            if item.history:
+                entries[name]["history"] = item.history
         return entries
+
+    def _mark_collected(self, entries: Mapping[str, Any]) -> None:
+        """Mark collected, in each secret's ledger, the versions no generation keeps once the
+        new one is current and the old ones beyond ``history`` are pruned (this write prunes
+        them). Nothing is marked when a kept generation can't be read."""
+        found = generations(self.root)
+        kept: dict[str, set[int]] = {}
+        for generation in found[len(found) - self.config.history :] if self.config.history else []:
+            try:
+                with self.root.sub(generation, reserved=True) as folder:
+                    raw = folder.read(STATE_FILE, reserved=True)
+                state = parse_state(raw, where=generation, generation=generation)
+            except (OSError, TargetError):
+                return
+            for name, entry in state.secrets.items():
+                kept.setdefault(name, set()).add(entry["version"])
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for name, entry in entries.items():
+            if not entry.get("history"):
+                continue
+            ledger = history.decode(str(entry["history"]))
+            alive = kept.get(name, set()) | {entry["version"]}
+            gone = [e.version for e in ledger.entries if e.version not in alive]
+            if any(not e.collected_at for e in ledger.entries if e.version in gone):
+                entry["history"] = history.encode(history.collected(ledger.entries, gone, at=at))
 
     def _carry_one(self, previous: Dir, tmp: Dir, name: str) -> bool:
         info = previous.lstat(name)

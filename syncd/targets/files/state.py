@@ -45,6 +45,7 @@ class State:
                     keys={str(k): str(v) for k, v in entry.get("keys", {}).items()},
                     source=str(entry.get("source", "")),
                     created_at=str(entry.get("created_at", "")),
+                    history=str(entry.get("history") or ""),
                 )
             ]
             for name, entry in self.secrets.items()

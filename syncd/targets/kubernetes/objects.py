@@ -32,6 +32,8 @@ A_CREATED = "syncd.io/created-at"
 A_VERSION = "syncd.io/version"
 #: How a version's rollout failed (``Rollout`` as JSON); absent on healthy versions.
 A_ROLLOUT = "syncd.io/rollout"
+#: The secret's ledger of versions (``syncd.history``), on its newest version Secret.
+A_HISTORY = "syncd.io/history"
 #: The same state as a label, for ``kubectl get secrets -l syncd.io/rollout-state``.
 LABEL_ROLLOUT = "syncd.io/rollout-state"
 #: Pod-template annotation prefix that restarts in-place consumers.
@@ -125,6 +127,7 @@ def version_info(obj: Mapping[str, Any]) -> VersionInfo | None:
         source=str(annotations.get(A_SOURCE) or ""),
         created_at=str(annotations.get(A_CREATED) or ""),
         rollout=Rollout.from_label(annotations.get(A_ROLLOUT)) if role == ROLE_VERSION else None,
+        history=str(annotations.get(A_HISTORY) or ""),
     )
 
 
@@ -138,6 +141,7 @@ def secret_body(
     item: NewVersion, *, name: str, role: str, instance: str, secret_type: str
 ) -> dict[str, Any]:
     """The Secret for a version: labels and annotations say what it is, never a value."""
+    history = {A_HISTORY: item.history} if item.history else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -157,6 +161,7 @@ def secret_body(
                 A_KEYS: json.dumps(item.keys, sort_keys=True),
                 A_SOURCE: item.source,
                 A_CREATED: item.created_at,
+                **history,
             },
         },
         "type": secret_type,

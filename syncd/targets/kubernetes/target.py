@@ -207,6 +207,10 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         """Patch the source annotation of an unchanged version."""
         return self.versions.update_source(version, source)
 
+    def write_history(self, version: VersionInfo, ledger: str) -> bool:
+        """Patch the history annotation of the secret's newest version."""
+        return self.versions.write_history(version, ledger)
+
     def reference_name(self, version: VersionInfo) -> str:
         """The Secret's name, as a manifest's ``secretName``/``secretKeyRef`` uses it."""
         return split_object_name(version.object_name)[1]

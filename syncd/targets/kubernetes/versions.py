@@ -23,6 +23,7 @@ from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, dns_name, version_name
 from syncd.targets.kubernetes.objects import (
+    A_HISTORY,
     A_NAME,
     A_ROLLOUT,
     A_SOURCE,
@@ -204,6 +205,7 @@ class Versions:
             item, name=name, role=ROLE_VERSION, instance=self.instance, secret_type=secret_type
         )
         body["immutable"] = True
+        _fit_history(body)
         _check_annotations(body, item)
         try:
             created = self.client.create("Secret", namespace, body)
@@ -241,6 +243,7 @@ class Versions:
         for _ in rounds():
             existing = self.client.get("Secret", namespace, name)
             body = ours if existing is None else self._merged(existing, ours, item, secret_type)
+            _fit_history(body)
             _check_annotations(body, item)
             try:
                 if existing is None:
@@ -373,6 +376,35 @@ class Versions:
             raise
         return True
 
+    def write_history(self, version: VersionInfo, ledger: str) -> bool:
+        """Patch the history annotation of a stored version, guarded like ``update_source``;
+        a ledger that would take the Secret's annotations past the API server's limit is
+        refused before any request."""
+        namespace, name = split_object_name(version.object_name)
+        existing = self._stored(version)
+        if existing is None:
+            return False
+        others = {k: v for k, v in annotations_of(existing).items() if k != A_HISTORY}
+        size = _annotation_bytes({**others, A_HISTORY: ledger})
+        if size > MAX_ANNOTATION_BYTES:
+            raise TargetError(
+                f"Secret {version.object_name} would carry {size} bytes of annotations with its "
+                f"history; Kubernetes allows {MAX_ANNOTATION_BYTES}"
+            )
+        patch = {
+            "metadata": {
+                "annotations": {A_HISTORY: ledger},
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+            }
+        }
+        try:
+            self.client.patch("Secret", namespace, name, patch)
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
     def mark(self, version: VersionInfo, rollout: Rollout | None) -> VersionInfo:
         """Annotate (and label) a version Secret with its rollout outcome; a JSON merge patch
         guarded by the resourceVersion just read, so it never lands on another object."""
@@ -408,12 +440,27 @@ class Versions:
         return True
 
 
+def _annotation_bytes(annotations: dict[str, Any]) -> int:
+    return sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+
+
+def _fit_history(body: dict[str, Any]) -> None:
+    """Leave the ledger out of a Secret it would take past the annotation limit: the version
+    matters, its history doesn't (an older version still carries the ledger before it)."""
+    annotations = body["metadata"]["annotations"]
+    if A_HISTORY in annotations and _annotation_bytes(annotations) > MAX_ANNOTATION_BYTES:
+        log.warning(
+            "Secret %s: no room for its history in the annotations; created without it",
+            body["metadata"]["name"],
+        )
+        del annotations[A_HISTORY]
+
+
 def _check_annotations(body: dict[str, Any], item: NewVersion) -> None:
     """Refuse a Secret whose annotations the API server would: syncd's per-key fingerprints
     and source reference grow with the number of keys, and with the ones an in-place Secret
     already carries they may not total more than ``MAX_ANNOTATION_BYTES``."""
-    annotations = body["metadata"]["annotations"]
-    size = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+    size = _annotation_bytes(body["metadata"]["annotations"])
     if size > MAX_ANNOTATION_BYTES:
         raise TargetError(
             f"Secret {body['metadata']['name']} would carry {size} bytes of annotations and "

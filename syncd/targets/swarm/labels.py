@@ -28,6 +28,8 @@ LABEL_CREATED = "syncd.created-at"
 LABEL_ROLE = "syncd.role"
 #: How a version's rollout failed (``Rollout`` as JSON); absent on healthy versions.
 LABEL_ROLLOUT = "syncd.rollout"
+#: The secret's ledger of versions (``syncd.history``), on its newest version.
+LABEL_HISTORY = "syncd.history"
 #: The listing filter for every object syncd manages, of any installation.
 MANAGED_FILTER = {"label": f"{LABEL_MANAGED}={MANAGED_BY}"}
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -47,6 +49,7 @@ def owner(labels: Mapping[str, str]) -> str | None:
 
 def version_labels(item: NewVersion, instance: str) -> dict[str, str]:
     """The labels that make a Swarm secret ``instance``'s version ``item`` (never a value)."""
+    history = {LABEL_HISTORY: item.history} if item.history else {}
     return {
         LABEL_MANAGED: MANAGED_BY,
         LABEL_INSTANCE: instance,
@@ -56,6 +59,7 @@ def version_labels(item: NewVersion, instance: str) -> dict[str, str]:
         LABEL_KEYS: json.dumps(item.keys, sort_keys=True, separators=(",", ":")),
         LABEL_SOURCE: item.source,
         LABEL_CREATED: item.created_at,
+        **history,
     }
 
 
@@ -81,6 +85,7 @@ def version_info(secret: Mapping[str, Any]) -> VersionInfo | None:
             source=labels.get(LABEL_SOURCE, ""),
             created_at=labels.get(LABEL_CREATED, ""),
             rollout=Rollout.from_label(labels.get(LABEL_ROLLOUT)),
+            history=str(labels.get(LABEL_HISTORY) or ""),
         )
     except (KeyError, ValueError):
         return None

@@ -40,6 +40,7 @@ from syncd.targets.swarm.api import Conflict, DockerApi, InUse, NotFound, OutOfS
 from syncd.targets.swarm.consumers import consumers_of, file_findings, secret_refs
 from syncd.targets.swarm.labels import (
     LABEL_FINGERPRINT,
+    LABEL_HISTORY,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NAME,
@@ -380,6 +381,27 @@ class SwarmTarget(Target[SwarmTargetConfig]):
                 self._secrets.pop(version.object_name, None)  # its version index moved
             return replace(version, rollout=rollout)
         raise TargetError(f"{version.object_name} kept changing; its outcome was not recorded")
+
+    def write_history(self, version: VersionInfo, ledger: str) -> bool:
+        """Relabel the secret's newest version with its ledger (Swarm lets labels change),
+        read afresh by name like ``mark``; ``False`` when it is no longer that version or
+        changed meanwhile (the next change of the secret records it)."""
+        secret = self._api.named("secrets", version.object_name)
+        labels = labels_of(secret) if secret is not None else {}
+        if (
+            secret is None
+            or owner(labels) != self.instance
+            or labels.get(LABEL_FINGERPRINT) != version.fingerprint
+        ):
+            return False
+        try:
+            self._api.update_labels("secrets", secret, {**labels, LABEL_HISTORY: ledger})
+        except (OutOfSequence, NotFound) as exc:
+            log.info("%s changed meanwhile: %s", version.object_name, exc)
+            return False
+        finally:
+            self._secrets.pop(version.object_name, None)  # its version index moved
+        return True
 
     def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
         """Label a hand-made secret named exactly like the logical secret as version 1.
