@@ -33,7 +33,7 @@ from providers.base import Provider, ProviderContext, Ref
 from syncd.calls import CallCounter
 from syncd.config import Config, Secret, SecretSpec
 from syncd.errors import ProviderError, SyncdError, TargetError
-from syncd.expiry import Book, earliest
+from syncd.expiry import Book, decode_stored, earliest, encode_stored
 from syncd.fingerprint import bundle_fingerprint, key_fingerprints, new_key
 from syncd.model import NewVersion, PlanItem, VersionInfo
 from syncd.progress import CHECKING, CREATING, FETCHING, ProgressHook
@@ -769,11 +769,17 @@ class Engine:
                 token = work.tokens.get(key)
                 if fetched is None:
                     certificate = self.certificates.known(work.secret.name, key, (ref, token))
+                    if certificate is None and work.latest is not None:
+                        # unread because the newest version holds this value: what was found
+                        # in it when it was made (a restarted syncd has read nothing yet)
+                        certificate = decode_stored(work.latest.certificates).get(key)
                 else:
                     token = fetched.token if fetched.token is not None else token
                     certificate = self.certificates.read(
                         work.secret.name, key, (ref, token), fetched.value
                     )
+                if certificate is not None:
+                    work.certificates[key] = certificate
                 when = earliest(noted.get(ref), certificate)
                 if when is not None:
                     work.item.expires[key] = when
@@ -840,6 +846,7 @@ class Engine:
                 keys=keys,
                 source=source,
                 created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                certificates=encode_stored(work.certificates),
             )
 
     def _plan_consumers(self, works: Sequence[Work]) -> None:

@@ -7,12 +7,15 @@ expiry. Nothing here raises on a value or logs one, and what comes out is a time
 
 The engine reads values only when their version moved, so a certificate's expiry is kept in
 memory per secret, key, reference and version token (``Book``): cycles that don't read still
-know it.
+know it. It is also stored on each version the target holds (``encode_stored``), so a syncd
+that restarts, or a CI job that never read the value, knows it without a read.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -42,6 +45,44 @@ def certificate_expiry(value: bytes) -> float | None:
         when = certificate.not_valid_after_utc.timestamp()
         soonest = when if soonest is None else min(soonest, when)
     return soonest
+
+
+#: What a stored record may be at most: a version has at most a few hundred keys, and
+#: anything larger on an object was not written by syncd.
+MAX_STORED = 16 * 1024
+#: Later than this (the year 4147) is no certificate's expiry.
+_LATEST = 2**37
+
+
+def encode_stored(expiries: Mapping[str, float]) -> str:
+    """The certificates' expiries per key as stored on a version ("" when there are none)."""
+    if not expiries:
+        return ""
+    return json.dumps(
+        {key: int(when) for key, when in sorted(expiries.items())}, separators=(",", ":")
+    )
+
+
+def decode_stored(raw: str) -> dict[str, float]:
+    """A stored record read back from a target object, which anyone who can write the object
+    may have edited: anything that isn't a small JSON object of key to whole seconds is no
+    record, and each entry that isn't one is left out on its own."""
+    if not raw or len(raw) > MAX_STORED:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {
+        key: float(when)
+        for key, when in doc.items()
+        if isinstance(key, str)
+        and isinstance(when, int)
+        and not isinstance(when, bool)
+        and 0 < when < _LATEST
+    }
 
 
 def earliest(*times: float | None) -> float | None:

@@ -102,6 +102,9 @@ class VersionInfo:
     rollout: Rollout | None = None
     #: the secret's ledger as stored on this object (``syncd.history``), unparsed
     history: str = field(default="", repr=False, compare=False)
+    #: the certificates' ``notAfter`` per key found in this version's values when it was made
+    #: (``syncd.expiry.encode_stored``), unparsed: a restarted syncd knows them unread
+    certificates: str = field(default="", compare=False)
 
     @property
     def failed(self) -> bool:
@@ -122,6 +125,8 @@ class NewVersion:
     created_at: str
     #: the ledger the new object carries (``syncd.history``), so it outlives older objects
     history: str = field(default="", repr=False)
+    #: the certificates' ``notAfter`` per key in ``data`` (``syncd.expiry.encode_stored``)
+    certificates: str = ""
 
     def stored_as(self, object_name: str) -> VersionInfo:
         """What a target reports once this version exists under ``object_name``."""
@@ -134,6 +139,7 @@ class NewVersion:
             source=self.source,
             created_at=self.created_at,
             history=self.history,
+            certificates=self.certificates,
         )
 
 

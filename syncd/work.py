@@ -72,6 +72,8 @@ class Work:
     pending: list[Consumer] = field(default_factory=list)
     #: why the newest version failed, for the messages of the steps after
     why: str = ""
+    #: the certificates' ``notAfter`` per key in this cycle's values, stored on a new version
+    certificates: dict[str, float] = field(default_factory=dict)
 
     @property
     def latest(self) -> VersionInfo | None:

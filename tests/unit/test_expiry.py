@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from providers.file import FileRef
 from syncd.config import load_config
 from syncd.engine import Engine
-from syncd.expiry import Book, certificate_expiry, earliest
+from syncd.expiry import Book, certificate_expiry, decode_stored, earliest, encode_stored
 from syncd.metrics import Metrics
 from syncd.model import PlanItem
 from tests.certs import certificate
@@ -160,9 +160,12 @@ def test_the_engine_reports_each_keys_expiry_and_keeps_it_without_reading(write_
         engine.close()
 
 
-def test_a_fresh_engine_knows_certificates_once_it_reads_them(write_config, tmp_path):
-    """Certificate expiries live in the process: a new one (a restart) knows a certificate
-    it hasn't read only once its value is read again (docs/metrics say so)."""
+def test_a_fresh_engine_knows_the_certificates_stored_on_the_version_without_reading(
+    write_config, tmp_path
+):
+    """A restart (a new engine, nothing read yet) takes a certificate's expiry from the
+    version the target holds, without reading the value; a value without a certificate
+    replacing it leaves no expiry behind."""
     when = at(9)
     path = _bundle_config(write_config, tmp_path, {"crt": certificate(when).decode()})
     first = Engine(load_config(path))
@@ -174,9 +177,62 @@ def test_a_fresh_engine_knows_certificates_once_it_reads_them(write_config, tmp_
         first.close()
     second = Engine(load_config(path))
     try:
-        assert {i.name: i for i in second.run_cycle().items}["tls"].expires == {}
+        result = second.run_cycle()
+        items = {i.name: i for i in result.items}
+        assert items["tls"].action == "unchanged"
+        assert items["tls"].expires == {"crt": when.timestamp()}
+        assert result.calls["local"].get("read", 0) == 0, result.calls  # known unread
     finally:
         second.close()
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"crt": new_value(), "plain": "p"}))
+    third = Engine(load_config(path))
+    try:
+        assert {i.name: i for i in third.run_cycle().items}["tls"].expires == {}
+    finally:
+        third.close()
+    fourth = Engine(load_config(path))
+    try:
+        assert {i.name: i for i in fourth.run_cycle().items}["tls"].expires == {}
+    finally:
+        fourth.close()
+
+
+def test_the_stored_record_round_trips_whole_seconds():
+    record = encode_stored({"crt": 1_900_000_000.7, "ca": 2_000_000_000.0})
+    assert record == '{"ca":2000000000,"crt":1900000000}'
+    assert decode_stored(record) == {"ca": 2_000_000_000.0, "crt": 1_900_000_000.0}
+    assert encode_stored({}) == ""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "not json",
+        "[1900000000]",
+        '"1900000000"',
+        '{"crt": true}',
+        '{"crt": "1900000000"}',
+        '{"crt": 1.9e9}',
+        '{"crt": -5}',
+        '{"crt": 0}',
+        '{"crt": 1e400}',
+        '{"crt": 99999999999999999999}',
+        '{"crt": null}',
+        '{"crt": {"at": 1900000000}}',
+        '{"crt": 1900000000, "pad": "' + "x" * (17 * 1024) + '"}',
+    ],
+)
+def test_a_stored_record_someone_edited_is_no_expiry(raw):
+    """Anyone who can write the target object can write the record: what isn't syncd's
+    shape gives no expiry (never an error), entry by entry."""
+    assert decode_stored(raw) == {}
+
+
+def test_a_bad_entry_in_a_stored_record_leaves_the_good_ones():
+    assert decode_stored('{"crt": 1900000000, "ca": "soon", "key": false}') == {
+        "crt": 1_900_000_000.0
+    }
 
 
 # ---------------------------------------------------------------------- metrics

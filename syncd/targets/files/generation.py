@@ -255,6 +255,8 @@ class Swap:
             }
             if item.history:
                 entries[name]["history"] = item.history
+            if item.certificates:
+                entries[name]["certificates"] = item.certificates
         return entries
 
     def _mark_collected(self, entries: Mapping[str, Any]) -> None:

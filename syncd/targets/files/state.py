@@ -46,6 +46,7 @@ class State:
                     source=str(entry.get("source", "")),
                     created_at=str(entry.get("created_at", "")),
                     history=str(entry.get("history") or ""),
+                    certificates=str(entry.get("certificates") or ""),
                 )
             ]
             for name, entry in self.secrets.items()

@@ -34,6 +34,8 @@ A_VERSION = "syncd.io/version"
 A_ROLLOUT = "syncd.io/rollout"
 #: The secret's ledger of versions (``syncd.history``), on its newest version Secret.
 A_HISTORY = "syncd.io/history"
+#: When the certificates in a version's values expire, per key (``syncd.expiry``).
+A_CERTIFICATES = "syncd.io/certificates-expire"
 #: The same state as a label, for ``kubectl get secrets -l syncd.io/rollout-state``.
 LABEL_ROLLOUT = "syncd.io/rollout-state"
 #: Pod-template annotation prefix that restarts in-place consumers.
@@ -128,6 +130,7 @@ def version_info(obj: Mapping[str, Any]) -> VersionInfo | None:
         created_at=str(annotations.get(A_CREATED) or ""),
         rollout=Rollout.from_label(annotations.get(A_ROLLOUT)) if role == ROLE_VERSION else None,
         history=str(annotations.get(A_HISTORY) or ""),
+        certificates=str(annotations.get(A_CERTIFICATES) or ""),
     )
 
 
@@ -142,6 +145,7 @@ def secret_body(
 ) -> dict[str, Any]:
     """The Secret for a version: labels and annotations say what it is, never a value."""
     history = {A_HISTORY: item.history} if item.history else {}
+    certificates = {A_CERTIFICATES: item.certificates} if item.certificates else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -162,6 +166,7 @@ def secret_body(
                 A_SOURCE: item.source,
                 A_CREATED: item.created_at,
                 **history,
+                **certificates,
             },
         },
         "type": secret_type,

@@ -23,6 +23,7 @@ from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, dns_name, version_name
 from syncd.targets.kubernetes.objects import (
+    A_CERTIFICATES,
     A_HISTORY,
     A_NAME,
     A_ROLLOUT,
@@ -288,7 +289,7 @@ class Versions:
             )
         meta = dict(existing["metadata"])
         meta["labels"] = {**labels_of(existing), **ours["metadata"]["labels"]}
-        meta["annotations"] = {**annotations_of(existing), **ours["metadata"]["annotations"]}
+        meta["annotations"] = {**_kept(existing), **ours["metadata"]["annotations"]}
         body = {k: v for k, v in existing.items() if k not in ("data", "stringData")}
         body.update(metadata=meta, data=ours["data"], type=secret_type)
         return body
@@ -329,7 +330,7 @@ class Versions:
             )
             meta = existing["metadata"]
             meta["labels"] = {**labels_of(existing), **ours["metadata"]["labels"]}
-            meta["annotations"] = {**annotations_of(existing), **ours["metadata"]["annotations"]}
+            meta["annotations"] = {**_kept(existing), **ours["metadata"]["annotations"]}
             try:
                 updated = self.client.replace("Secret", namespace, existing)
             except ApiError as exc:
@@ -468,3 +469,9 @@ def _check_annotations(body: dict[str, Any], item: NewVersion) -> None:
             f"source per key, and the bundle has {len(item.data)} keys; split it into secrets "
             "with fewer keys"
         )
+
+
+def _kept(existing: dict[str, Any]) -> dict[str, Any]:
+    """The annotations of a Secret written over in place that stay: all but the ones syncd
+    sets only when they apply (a value without certificates must not keep the old expiry)."""
+    return {k: v for k, v in annotations_of(existing).items() if k != A_CERTIFICATES}

@@ -30,6 +30,8 @@ LABEL_ROLE = "syncd.role"
 LABEL_ROLLOUT = "syncd.rollout"
 #: The secret's ledger of versions (``syncd.history``), on its newest version.
 LABEL_HISTORY = "syncd.history"
+#: When the certificates in a version's values expire, per key (``syncd.expiry``).
+LABEL_CERTIFICATES = "syncd.certificates-expire"
 #: The listing filter for every object syncd manages, of any installation.
 MANAGED_FILTER = {"label": f"{LABEL_MANAGED}={MANAGED_BY}"}
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -49,7 +51,9 @@ def owner(labels: Mapping[str, str]) -> str | None:
 
 def version_labels(item: NewVersion, instance: str) -> dict[str, str]:
     """The labels that make a Swarm secret ``instance``'s version ``item`` (never a value)."""
-    history = {LABEL_HISTORY: item.history} if item.history else {}
+    extra = {LABEL_HISTORY: item.history} if item.history else {}
+    if item.certificates:
+        extra[LABEL_CERTIFICATES] = item.certificates
     return {
         LABEL_MANAGED: MANAGED_BY,
         LABEL_INSTANCE: instance,
@@ -59,7 +63,7 @@ def version_labels(item: NewVersion, instance: str) -> dict[str, str]:
         LABEL_KEYS: json.dumps(item.keys, sort_keys=True, separators=(",", ":")),
         LABEL_SOURCE: item.source,
         LABEL_CREATED: item.created_at,
-        **history,
+        **extra,
     }
 
 
@@ -86,6 +90,7 @@ def version_info(secret: Mapping[str, Any]) -> VersionInfo | None:
             created_at=labels.get(LABEL_CREATED, ""),
             rollout=Rollout.from_label(labels.get(LABEL_ROLLOUT)),
             history=str(labels.get(LABEL_HISTORY) or ""),
+            certificates=str(labels.get(LABEL_CERTIFICATES) or ""),
         )
     except (KeyError, ValueError):
         return None
