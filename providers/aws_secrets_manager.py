@@ -35,7 +35,7 @@ import hashlib
 import itertools
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -169,12 +169,7 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
     ) -> Mapping[AwsSecretRef, str | ProviderError | None]:
         """``<version id>@<ARN suffix>`` behind each reference's stage or pin, from one listing."""
         result: dict[AwsSecretRef, str | ProviderError | None] = {}
-        listed = []
-        for ref in refs:
-            if ref.find is not None:
-                result[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
-            else:
-                listed.append(ref)
+        listed = self._single(refs, result)
         if not listed:
             return result
         index = self._listing(listed)
@@ -191,6 +186,19 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             result[ref] = _token(version, entry.get("ARN")) if version else None
         return result
 
+    def _single(
+        self, refs: Sequence[AwsSecretRef], errors: MutableMapping[AwsSecretRef, Any]
+    ) -> list[AwsSecretRef]:
+        """The references that name one secret; each ``find`` (many secrets, only for
+        ``data_from``) gets its error in ``errors``."""
+        single = []
+        for ref in refs:
+            if ref.find is not None:
+                errors[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
+            else:
+                single.append(ref)
+        return single
+
     def check(
         self, refs: Sequence[AwsSecretRef]
     ) -> Mapping[AwsSecretRef, ProviderError | Unverified | None]:
@@ -199,12 +207,7 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
         reading it (another account's secret shared by ARN, a missing one, ``ListSecrets``
         denied) and is ``Unverified``: the next cycle's read decides."""
         result: dict[AwsSecretRef, ProviderError | Unverified | None] = {}
-        listed = []
-        for ref in refs:
-            if ref.find is not None:
-                result[ref] = self.error(ref, "'find' names many secrets: use it with data_from")
-            else:
-                listed.append(ref)
+        listed = self._single(refs, result)
         index = self._listing(listed) if listed else {}
         for ref in listed:
             if isinstance(index, AwsCallError):

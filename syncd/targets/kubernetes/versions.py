@@ -359,29 +359,13 @@ class Versions:
     def update_source(self, version: VersionInfo, source: str) -> bool:
         """Patch the source annotation of a stored version (metadata stays mutable on an
         immutable Secret); False when the object is gone or isn't this version any more."""
-        namespace, name = split_object_name(version.object_name)
         existing = self._stored(version)
-        if existing is None:
-            return False
-        patch = {
-            "metadata": {
-                "annotations": {A_SOURCE: source},
-                "resourceVersion": existing["metadata"]["resourceVersion"],
-            }
-        }
-        try:
-            self.client.patch("Secret", namespace, name, patch)
-        except ApiError as exc:
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
+        return existing is not None and self._annotate(version, existing, A_SOURCE, source)
 
     def write_history(self, version: VersionInfo, ledger: str) -> bool:
         """Patch the history annotation of a stored version, guarded like ``update_source``;
         a ledger that would take the Secret's annotations past the API server's limit is
         refused before any request."""
-        namespace, name = split_object_name(version.object_name)
         existing = self._stored(version)
         if existing is None:
             return False
@@ -392,9 +376,17 @@ class Versions:
                 f"Secret {version.object_name} would carry {size} bytes of annotations with its "
                 f"history; Kubernetes allows {MAX_ANNOTATION_BYTES}"
             )
+        return self._annotate(version, existing, A_HISTORY, ledger)
+
+    def _annotate(
+        self, version: VersionInfo, existing: dict[str, Any], key: str, value: str
+    ) -> bool:
+        """Set one annotation of the version Secret ``existing`` was read as, guarded by its
+        resourceVersion; False when it changed or went meanwhile."""
+        namespace, name = split_object_name(version.object_name)
         patch = {
             "metadata": {
-                "annotations": {A_HISTORY: ledger},
+                "annotations": {key: value},
                 "resourceVersion": existing["metadata"]["resourceVersion"],
             }
         }

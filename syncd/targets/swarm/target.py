@@ -357,13 +357,8 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         """Relabel a version with its rollout outcome, read afresh so that two marks in one
         cycle (rolling back, then rolled back) each see the other's version index."""
         for attempt in range(1, REPOINT_ATTEMPTS + 1):
-            secret = self._api.named("secrets", version.object_name)
-            labels = labels_of(secret) if secret is not None else {}
-            if (
-                secret is None
-                or owner(labels) != self.instance
-                or labels.get(LABEL_FINGERPRINT) != version.fingerprint
-            ):
+            secret, labels = self._version_labels(version)
+            if secret is None:
                 raise TargetError(
                     f"{version.object_name} is no longer this installation's version "
                     f"{version.version}; its rollout outcome was not recorded"
@@ -386,13 +381,8 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         """Relabel the secret's newest version with its ledger (Swarm lets labels change),
         read afresh by name like ``mark``; ``False`` when it is no longer that version or
         changed meanwhile (the next change of the secret records it)."""
-        secret = self._api.named("secrets", version.object_name)
-        labels = labels_of(secret) if secret is not None else {}
-        if (
-            secret is None
-            or owner(labels) != self.instance
-            or labels.get(LABEL_FINGERPRINT) != version.fingerprint
-        ):
+        secret, labels = self._version_labels(version)
+        if secret is None:
             return False
         try:
             self._api.update_labels("secrets", secret, {**labels, LABEL_HISTORY: ledger})
@@ -402,6 +392,19 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         finally:
             self._secrets.pop(version.object_name, None)  # its version index moved
         return True
+
+    def _version_labels(self, version: VersionInfo) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The secret stored as ``version``, read afresh by name, and its labels; ``None`` when
+        it is gone, another installation's, or no longer that version (another fingerprint)."""
+        secret = self._api.named("secrets", version.object_name)
+        labels = labels_of(secret) if secret is not None else {}
+        if (
+            secret is None
+            or owner(labels) != self.instance
+            or labels.get(LABEL_FINGERPRINT) != version.fingerprint
+        ):
+            return None, {}
+        return secret, labels
 
     def import_existing(self, item: NewVersion, *, trust: bool) -> VersionInfo | None:
         """Label a hand-made secret named exactly like the logical secret as version 1.
