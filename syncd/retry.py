@@ -14,7 +14,7 @@ clearing it would try nothing. Only this installation's versions are listed and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from syncd.config import Config
@@ -38,13 +38,8 @@ class Retried:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "state": self.state,
-            "cleared": self.cleared,
-            "error": self.error,
-        }
+        """The document's entry: exactly these fields, under their own names."""
+        return asdict(self)
 
 
 def retry(config: Config, names: list[str], *, dry_run: bool) -> list[Retried]:

@@ -6,11 +6,9 @@ cycle's read judges it, as the warning says."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from syncd.cli import main
@@ -18,20 +16,14 @@ from syncd.config import load_config
 from syncd.engine import Engine
 from tests.conftest import new_value
 from tests.integration.faults import Answer, FaultProxy
-from tests.integration.test_aws_secrets_manager import one, write_config
+from tests.integration.test_aws_secrets_manager import (  # noqa: F401 - sm, prefix: fixtures
+    one,
+    prefix_fixture,
+    sm_fixture,
+    write_config,
+)
 
 pytestmark = pytest.mark.backend("aws")
-
-
-@pytest.fixture
-def sm(aws: dict[str, str]) -> Any:
-    return boto3.client("secretsmanager", endpoint_url=aws["AWS_ENDPOINT_URL"])
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A name prefix of this test alone: tests share the server without seeing each other."""
-    return f"t{uuid.uuid4().hex[:10]}/"
 
 
 #: A secret of another account, shared by ARN: this account's listing never shows it.

@@ -39,13 +39,14 @@ from tests.integration.faults import check_without, dead_endpoint, timed_cycle
 pytestmark = pytest.mark.backend("aws")
 
 
-@pytest.fixture
-def sm(aws: dict[str, str]) -> Any:
+@pytest.fixture(name="sm")
+def sm_fixture(aws: dict[str, str]) -> Any:
     return boto3.client("secretsmanager", endpoint_url=aws["AWS_ENDPOINT_URL"])
 
 
-@pytest.fixture
-def prefix() -> str:
+@pytest.fixture(name="prefix")
+def prefix_fixture() -> str:
+    """A name prefix of this test alone: tests share the server without seeing each other."""
     return f"t{uuid.uuid4().hex[:10]}/"
 
 
