@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.conftest import wait_until
 from tests.integration.kube_util import container, deployment, rolled_out
 
 #: The pod annotation the kwok stage reads: pods that reference the Secret it names never
@@ -203,3 +204,12 @@ def unstick_statefulset(api: Any, ns: str, name: str) -> list[str]:
     for pod in stuck:
         api.CoreV1Api().delete_namespaced_pod(pod, ns)
     return stuck
+
+
+def web_unready_on_v2(api: Any, ns: str) -> None:
+    """Deployment ``web`` on ``app-v1``, rolled out, whose pods never get ready on ``app-v2``:
+    the failing rotation of the rollback, retry, status and Events tests."""
+    api.AppsV1Api().create_namespaced_deployment(
+        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
+    )
+    wait_until("web on v1", lambda: deployment_settled(api, ns, "web"), timeout=60)

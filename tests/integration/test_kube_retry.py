@@ -11,7 +11,11 @@ import pytest
 
 from syncd.cli import main
 from tests.conftest import new_value, wait_until
-from tests.integration.kube_health import UNREADY_WITH, deployment_settled, health_deployment
+from tests.integration.kube_health import (
+    UNREADY_WITH,
+    deployment_settled,
+    web_unready_on_v2,
+)
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
     Project,
     ns_fixture,
@@ -29,10 +33,7 @@ def test_a_rolled_back_version_is_rolled_out_again_after_retry(
     project.values(app=new_value())
     path = project.config([{"name": "app", "from": ref("app"), "timeout": "20s"}])
     assert project.cycle(path).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("v1 rolled out", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value())
     failed = project.cycle(path)
     assert only(failed, "app").outcome == "rolled-back", only(failed, "app")
@@ -76,10 +77,7 @@ def test_retry_never_touches_another_installations_version(
         file="theirs.yaml",
     )
     assert project.cycle(theirs).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("v1 rolled out", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value())
     assert only(project.cycle(theirs), "app").outcome == "rolled-back"
 

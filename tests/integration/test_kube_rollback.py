@@ -23,6 +23,7 @@ from tests.integration.kube_health import (
     health_deployment,
     health_statefulset,
     statefulset_rolled_out,
+    web_unready_on_v2,
 )
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
     Project,
@@ -113,10 +114,7 @@ def test_hold_leaves_the_workload_on_the_failed_version_and_reports(
         [{"name": "app", "from": ref("app"), "timeout": "20s", "on_failure": "hold"}]
     )
     assert project.cycle(path).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("v1 rolled out", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value())
     item = only(project.cycle(path), "app")
     assert item.outcome == "held", item
@@ -135,10 +133,7 @@ def test_a_restart_in_the_middle_of_a_rollback_is_finished_by_the_next_run(
     project.values(app=new_value())
     path = project.config([{"name": "app", "from": ref("app"), "timeout": "20s"}])
     assert project.cycle(path).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("v1 rolled out", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value())
     engine = Engine(load_config(path))
 

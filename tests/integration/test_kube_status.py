@@ -12,8 +12,8 @@ import pytest
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.model import Consumer
-from tests.conftest import new_value, wait_until
-from tests.integration.kube_health import deployment_settled, health_deployment
+from tests.conftest import new_value
+from tests.integration.kube_health import web_unready_on_v2
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
     Project,
     ns_fixture,
@@ -33,10 +33,7 @@ def test_status_after_a_rolled_back_rotation(api: Any, ns: str, project: Project
         ]
     )
     assert project.cycle(path).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("web on v1", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value(), other=new_value())
     result = project.cycle(path)
     assert not result.ok  # app's v2 never got ready: rolled back
@@ -75,10 +72,7 @@ def test_events_say_what_syncd_did_to_the_workload_and_the_secrets(
     project.values(app=new_value())
     path = project.config([{"name": "app", "from": ref("app"), "timeout": "20s"}])
     assert project.cycle(path).ok
-    api.AppsV1Api().create_namespaced_deployment(
-        ns, health_deployment(ns, "web", "app-v1", unready_with="app-v2")
-    )
-    wait_until("web on v1", lambda: deployment_settled(api, ns, "web"), timeout=60)
+    web_unready_on_v2(api, ns)
     project.values(app=new_value())
     assert not project.cycle(path).ok  # v2 never got ready: rolled back
     web = {e.reason: e for e in events_of(api, ns, "Deployment", "web")}
