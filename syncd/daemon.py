@@ -165,6 +165,7 @@ class Daemon:
             raise
         if elector is not None:
             engine.target.write_guard = elector.check
+        engine.target.watch()
         engine.calls.add_listener(self.metrics.count_call)
         return engine, elector
 

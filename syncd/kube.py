@@ -36,6 +36,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -44,9 +45,21 @@ from syncd.errors import TargetError
 from syncd.retry_after import retry_after
 
 LIST_PAGE = 500
+#: How long the server keeps one watch open before syncd opens the next (informers pick
+#: a few minutes too): also the longest a silently dead connection leaves a cache stale.
+WATCH_SECONDS = 290
+#: How much longer than that the client waits for a byte before giving the watch up.
+WATCH_SLACK = 30
+#: The longest line a watch may send (one event): a bigger one is not an object syncd uses.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 #: (connect, read) seconds of one API request.
 REQUEST_TIMEOUT = (10.0, 60.0)
 JSON = "application/json"
+#: Lists and watches of Secrets ask for metadata only: syncd reads a version's labels and
+#: annotations, never its data, and a Secret's values are most of its size. A server that
+#: can't serve the partial form falls back to the whole object (the second type).
+METADATA_LIST = f"{JSON};as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,{JSON}"
+METADATA_WATCH = f"{JSON};as=PartialObjectMetadata;g=meta.k8s.io;v=v1,{JSON}"
 MERGE_PATCH = "application/merge-patch+json"
 #: Answers retried whatever the verb, with or without ``Retry-After``.
 RETRIED = frozenset({429, 502, 503, 504})
@@ -155,6 +168,9 @@ class KubeClient:
     on_call: Callable[[str, bool], None]
     server: str
     timeout: tuple[float, float] = REQUEST_TIMEOUT
+    #: Told of every object a write returned (None for a delete), so a watch-fed cache can
+    #: wait until its stream has caught up with this process's own writes.
+    written: Callable[[Resource, str, str, dict[str, Any] | None], None] | None = None
 
     @classmethod
     def connect(
@@ -164,6 +180,7 @@ class KubeClient:
         context: str | None,
         on_call: Callable[[str, bool], None],
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        pool: int | None = None,
     ) -> KubeClient:
         """In-cluster config when running in a pod (and no kubeconfig given), else kubeconfig.
 
@@ -188,6 +205,8 @@ class KubeClient:
                 )
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise TargetError(f"can't load Kubernetes credentials: {exc}") from exc
+        if pool is not None:  # a watching client holds one connection per watch
+            configuration.connection_pool_maxsize = pool
         # connection retries as urllib3's default; answers are retried by ``request``
         configuration.retries = Retry(3, status=0, respect_retry_after_header=False)
         api = client.ApiClient(configuration)
@@ -207,6 +226,7 @@ class KubeClient:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = JSON,
+        accept: str = JSON,
     ) -> dict[str, Any]:
         """One API call; JSON in, JSON out; non-2xx raises ``ApiError``.
 
@@ -218,7 +238,9 @@ class KubeClient:
         while True:
             self.on_call(operation, method != "GET")
             try:
-                return self._send(method, path, body=body, query=query, content_type=content_type)
+                return self._send(
+                    method, path, body=body, query=query, content_type=content_type, accept=accept
+                )
             except ApiError as exc:
                 delay = _delay(exc, attempt)
                 if not exc.retryable or attempt == MAX_ATTEMPTS or waited + delay > RETRY_BUDGET:
@@ -234,21 +256,41 @@ class KubeClient:
         body: Any,
         query: dict[str, str] | None,
         content_type: str,
+        accept: str,
     ) -> dict[str, Any]:
+        with self._answer(method, path, query=query, accept=accept) as open_response:
+            response = open_response(body, content_type, self.timeout)
+            raw = response.data
+        text = _text(raw)
+        try:
+            return json.loads(text) if text else {}
+        except ValueError as exc:
+            raise ApiError(
+                0, "BadResponse", f"Kubernetes API {self.server}: {method} {path} returned no JSON"
+            ) from exc
+
+    @contextmanager
+    def _answer(
+        self, method: str, path: str, *, query: dict[str, str] | None, accept: str
+    ) -> Iterator[Callable[[Any, str, tuple[float, float]], Any]]:
+        """A sender for one request whose failures, while sending or while reading the
+        answer inside the block, become ``ApiError`` (status 0: not reached)."""
         from kubernetes.client.exceptions import ApiException
 
-        try:
-            response = self.dynamic.request(
+        def send(body: Any, content_type: str, timeout: tuple[float, float]) -> Any:
+            return self.dynamic.request(
                 method,
                 path,
                 body=body,
                 query_params=list((query or {}).items()),
-                header_params={"Accept": JSON},
+                header_params={"Accept": accept},
                 content_type=content_type,
                 serialize=False,
-                _request_timeout=self.timeout,
+                _request_timeout=timeout,
             )
-            raw = response.data
+
+        try:
+            yield send
         except ApiException as exc:
             raise _error(
                 exc.status or 0,
@@ -257,18 +299,52 @@ class KubeClient:
                 path,
                 retry_after((exc.headers or {}).get("Retry-After")),
             ) from exc
+        except ApiError:
+            raise
         except Exception as exc:  # any transport failure: the server was not reached
             # urllib3 names the whole URL, query and all, around its reason: keep the reason
             reason = getattr(exc, "reason", None) or exc
             message = f"Kubernetes API {self.server}: {method} {path} failed: {reason}"
             raise ApiError(0, "Unreachable", message) from exc
-        text = _text(raw)
-        try:
-            return json.loads(text) if text else {}
-        except ValueError as exc:
-            raise ApiError(
-                0, "BadResponse", f"Kubernetes API {self.server}: {method} {path} returned no JSON"
-            ) from exc
+
+    def watch(
+        self,
+        kind: str | Resource,
+        namespace: str,
+        *,
+        resource_version: str,
+        selector: str | None = None,
+        metadata_only: bool = False,
+        timeout_seconds: int = WATCH_SECONDS,
+        opened: Callable[[Any], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The change events of a kind in a namespace after ``resource_version``, as the
+        server streams them (``{"type": ..., "object": ...}``), with bookmarks, until the
+        server ends the watch after ``timeout_seconds``; a 410 arrives as an ``ERROR``
+        event or as ``ApiError`` (the caller lists again). One request, reported to
+        ``on_call`` as ``watch_<kind>`` before it is sent; ``opened`` gets the open answer,
+        so another thread can cut the stream short (``interrupt``)."""
+        resource = _resource(kind)
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if selector:
+            query["labelSelector"] = selector
+        path = resource.path(namespace)
+        self.on_call(f"watch_{resource.operation}", False)
+        accept = METADATA_WATCH if metadata_only else JSON
+        read_timeout = timeout_seconds + WATCH_SLACK
+        with self._answer("GET", path, query=query, accept=accept) as open_response:
+            response = open_response(None, JSON, (self.timeout[0], read_timeout))
+            if opened is not None:
+                opened(response)
+            try:
+                yield from _events(response)
+            finally:
+                response.release_conn()
 
     def get(self, kind: str | Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """One object, or None when it doesn't exist."""
@@ -283,12 +359,31 @@ class KubeClient:
             raise
 
     def list(
-        self, kind: str | Resource, namespace: str, *, selector: str | None = None
+        self,
+        kind: str | Resource,
+        namespace: str,
+        *,
+        selector: str | None = None,
+        metadata_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a kind in a namespace, paginated by ``LIST_PAGE``.
+        """Every object of a kind in a namespace, paginated by ``LIST_PAGE``; with
+        ``metadata_only``, only each object's metadata (``PartialObjectMetadataList``).
 
         List items carry no ``kind``; it is filled in so callers can tell objects apart.
         """
+        for page in self.pages(kind, namespace, selector=selector, metadata_only=metadata_only):
+            yield from page.get("items") or []
+
+    def pages(
+        self,
+        kind: str | Resource,
+        namespace: str,
+        *,
+        selector: str | None = None,
+        metadata_only: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """The pages of ``list``, each with its ``metadata.resourceVersion`` (where a watch
+        starts); items not shaped like objects are dropped and the rest get their ``kind``."""
         resource = _resource(kind)
         token = ""
         while True:
@@ -302,11 +397,13 @@ class KubeClient:
                 resource.path(namespace),
                 operation=f"list_{resource.operation}",
                 query=query,
+                accept=METADATA_LIST if metadata_only else JSON,
             )
-            for item in page.get("items") or []:
-                if isinstance(item, dict):
-                    item["kind"] = resource.kind
-                    yield item
+            items = [i for i in page.get("items") or [] if isinstance(i, dict)]
+            for item in items:
+                item["kind"] = resource.kind
+            page["items"] = items
+            yield page
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return
@@ -314,15 +411,18 @@ class KubeClient:
     def create(self, kind: str | Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object."""
         resource = _resource(kind)
-        return self.request(
+        created = self.request(
             "POST", resource.path(namespace), operation=f"create_{resource.operation}", body=body
         )
+        return self._wrote(resource, namespace, body["metadata"]["name"], created)
 
     def replace(self, kind: str | Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Replace an object; its ``metadata.resourceVersion`` guards against lost updates (409)."""
         resource = _resource(kind)
-        path = resource.path(namespace, body["metadata"]["name"])
-        return self.request("PUT", path, operation=f"update_{resource.operation}", body=body)
+        name = body["metadata"]["name"]
+        path = resource.path(namespace, name)
+        replaced = self.request("PUT", path, operation=f"update_{resource.operation}", body=body)
+        return self._wrote(resource, namespace, name, replaced)
 
     def patch(
         self, kind: str | Resource, namespace: str, name: str, patch: dict[str, Any]
@@ -330,13 +430,14 @@ class KubeClient:
         """A JSON merge patch (RFC 7386): only the fields given change; a
         ``metadata.resourceVersion`` in it makes it conditional (409 when the object moved)."""
         resource = _resource(kind)
-        return self.request(
+        patched = self.request(
             "PATCH",
             resource.path(namespace, name),
             operation=f"patch_{resource.operation}",
             body=patch,
             content_type=MERGE_PATCH,
         )
+        return self._wrote(resource, namespace, name, patched)
 
     def delete(self, kind: str | Resource, namespace: str, name: str) -> bool:
         """Delete an object; False when it was already gone."""
@@ -349,7 +450,16 @@ class KubeClient:
             if exc.status == 404:
                 return False
             raise
+        self._wrote(resource, namespace, name, None)
         return True
+
+    def _wrote(
+        self, resource: Resource, namespace: str, name: str, obj: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Tell ``written`` of a write the server applied; ``obj`` as it answered."""
+        if self.written is not None:
+            self.written(resource, namespace, name, obj)
+        return obj or {}
 
     def discover(self, group: str, plural: str) -> Resource | None:
         """The namespaced resource ``plural`` of API group ``group`` at the group's preferred
@@ -389,6 +499,45 @@ def rounds() -> Iterator[int]:
                 return
             time.sleep(pause)
         yield number
+
+
+def interrupt(response: Any) -> None:
+    """End a watch answer another thread is reading (its read then fails at once)."""
+    shutdown = getattr(response, "shutdown", None)  # urllib3 >= 2.3
+    with suppress(OSError, RuntimeError):  # already closed, or back in the pool
+        (shutdown or response.close)()
+
+
+def _chunks(response: Any) -> Iterator[bytes]:
+    """The answer's bytes as they arrive: ``read1`` returns what is there (urllib3 >= 2.3),
+    where ``stream`` waits for a whole buffer unless the answer is chunked."""
+    read1 = getattr(response, "read1", None)
+    if read1 is None:
+        yield from response.stream(64 * 1024, decode_content=True)
+        return
+    while chunk := read1(64 * 1024):
+        yield chunk
+
+
+def _events(response: Any) -> Iterator[dict[str, Any]]:
+    """The JSON events of a watch answer, one per line; a line that isn't an event (garbage
+    from a proxy, a truncated write) ends the stream as a server that went away would."""
+    pending = b""
+    for chunk in _chunks(response):
+        pending += chunk
+        if len(pending) > MAX_EVENT_BYTES and b"\n" not in pending:
+            raise ApiError(0, "BadResponse", "Kubernetes API: a watch event is too large")
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError as exc:
+                raise ApiError(0, "BadResponse", "Kubernetes API: a watch sent no JSON") from exc
+            if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+                raise ApiError(0, "BadResponse", "Kubernetes API: a watch sent no event")
+            yield event
 
 
 def _text(raw: Any) -> str:

@@ -299,6 +299,11 @@ class Target(ABC, Generic[C]):
         """Target-specific consumer problems for ``syncd doctor`` (read-only)."""
         return []
 
+    def watch(self) -> None:
+        """Start keeping what cycles read in memory, fed by the backend's change stream (a
+        long-running daemon calls it once; ``close`` stops it). The default keeps nothing:
+        every cycle reads the backend."""
+
     def leader_elector(
         self, *, identity: str, on_change: Callable[[bool], None]
     ) -> LeaderElector | None:

@@ -250,6 +250,8 @@ class Rule:
     times: int | None = 1
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: what the proxy's own answer carries (default: a Status like the API server's)
+    body: bytes | None = None
     before: Hook | None = None
     after: Hook | None = None
     hits: list[tuple[float, str]] = field(default_factory=list)
@@ -386,8 +388,11 @@ class Proxy:
                     self._answer(
                         rule.status,
                         {"Content-Type": "application/json", **rule.headers},
-                        _status_body(rule.status),
+                        _status_body(rule.status) if rule.body is None else rule.body,
                     )
+                    return
+                if self.command == "GET" and "watch=true" in self.path:
+                    self._stream()
                     return
                 answer = self._upstream(body)
                 if answer is None or (
@@ -396,6 +401,28 @@ class Proxy:
                     self.close_connection = True
                     return
                 self._answer(*answer)
+
+            def _stream(self) -> None:
+                """A watch, relayed as the API server sends it (an answer read whole
+                would reach the client only when the watch ends)."""
+                headers = {k: v for k, v in self.headers.items() if k.lower() in _FORWARDED}
+                conn = http.client.HTTPSConnection(
+                    host, target.port, context=proxy.context, timeout=WATCH_RELAY
+                )
+                self.close_connection = True
+                try:
+                    conn.request("GET", self.path, headers=headers)
+                    answer = conn.getresponse()
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.getheader("Content-Type") or "")
+                    self.end_headers()
+                    while chunk := answer.read1(65536):
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                except (OSError, http.client.HTTPException):
+                    pass  # either side went away: the client sees the stream end
+                finally:
+                    conn.close()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
@@ -411,6 +438,9 @@ class Proxy:
             self.server.shutdown()
             self.server.server_close()
 
+
+#: How long a relayed watch may go without a byte from the API server, in seconds.
+WATCH_RELAY = 400
 
 #: Answer headers the proxy passes back: the body's type and the server's retry advice.
 _RETURNED = ("Content-Type", "Retry-After")

@@ -13,7 +13,7 @@ import yaml
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.envfile import parse_env
-from tests.conftest import new_value, run
+from tests.conftest import new_value, run, wait_until
 
 
 def set_values(path: Path, **values: str) -> None:
@@ -131,6 +131,8 @@ def test_atomic_swap_under_concurrent_reader(write_config, tmp_path):
         for n in range(1, 41):
             set_values(path, api=f"v{n:04d}-" + "x" * 4000)
             assert run(path).ok
+        # the reader may not have been scheduled since the last swap (a loaded machine)
+        wait_until("the reader sees the last value", lambda: seen and seen[-1] == 40, 10)
     finally:
         stop.set()
         thread.join()

@@ -11,6 +11,7 @@ anything is deleted: a version any pod spec in the namespace references stays.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -20,24 +21,28 @@ from syncd.errors import ConvergenceError, TargetError
 from syncd.kube import RESOURCES, ApiError, KubeClient, Resource, rounds
 from syncd.model import Consumer, Finding, Revert, VersionInfo
 from syncd.progress import WaitProgress
+from syncd.targets.kubernetes.cache import DISCOVERY_TTL, Cache, Informer
 from syncd.targets.kubernetes.naming import BUILTIN_CONSUMERS, KubernetesTargetConfig, dns_name
 from syncd.targets.kubernetes.objects import (
     annotations_of,
-    labels_of,
     restart_annotation,
     split_object_name,
 )
 from syncd.targets.kubernetes.podspec import missing_refs, pod_templates, refs, rewrite
-from syncd.targets.kubernetes.repointed import Move, annotation_key, read_moves, write_moves
-from syncd.targets.kubernetes.rollout import FAILED, rollout_status, unconverged
+from syncd.targets.kubernetes.repointed import (
+    Move,
+    annotation_key,
+    read_moves,
+    read_record,
+    write_moves,
+)
+from syncd.targets.kubernetes.rollout import FAILED, rollout_status
+from syncd.targets.kubernetes.views import Workload, workload
 
 log = logging.getLogger("syncd.targets.kubernetes")
 
 #: Kinds only scanned before garbage collection (history, copies, immutable templates).
 SCANNED_ONLY = ("ReplicaSet", "ControllerRevision", "Job", "Pod", "PodTemplate")
-#: How long a discovery answer (is this custom workload served?) is trusted for consumers;
-#: the scan before a deletion always asks again.
-DISCOVERY_TTL = 600.0
 
 
 class Consumers:
@@ -51,9 +56,12 @@ class Consumers:
         namespaces: Callable[[], list[str]],
         foreign: Callable[[], set[str]],
         instance: str,
+        cache: Callable[[], Cache | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        #: the daemon's watch-fed cache, when it runs one
+        self._cache = cache
         self.config = config
         #: whose repoint records (``repointed``) this reads and writes
         self.instance = instance
@@ -73,14 +81,18 @@ class Consumers:
 
     # ------------------------------------------------------------------ kinds
 
-    def custom(self, *, fresh: bool = False) -> list[Resource]:
-        """The configured custom workloads the cluster serves (API discovery)."""
-        if not fresh and self._custom is not None and self.clock() < self._custom[0]:
-            return self._custom[1]
+    def custom(self, *, fresh: bool = False, client: KubeClient | None = None) -> list[Resource]:
+        """The configured custom workloads the cluster serves (API discovery), asked again
+        after ``DISCOVERY_TTL`` seconds; with a cache its discovery thread asks instead
+        (``client`` is then its own), so a cycle doesn't."""
+        cached = self._custom
+        trusted = cached is not None and (self._cache() is not None or self.clock() < cached[0])
+        if not fresh and cached is not None and trusted:
+            return cached[1]
         served = []
         for entry in self.config.custom_workloads:
             plural, _, group = entry.partition(".")
-            resource = self.client.discover(group, plural)
+            resource = (client or self.client).discover(group, plural)
             if resource is not None:
                 served.append(resource)
                 self._kinds[resource.kind] = resource
@@ -91,8 +103,31 @@ class Consumers:
         """Kinds whose objects are repointed."""
         return [RESOURCES[k] for k in BUILTIN_CONSUMERS] + self.custom()
 
-    def _workloads(self, namespace: str) -> Iterator[dict[str, Any]]:
-        for resource in self.consumer_kinds():
+    def _workloads(self, namespace: str) -> list[Workload]:
+        """Views of the consumer kinds' objects in a namespace: the cache's, or a listing's
+        when there is no cache or it can't be sure."""
+        kinds = self.consumer_kinds()
+        cache = self._cache()
+        if cache is not None:
+            cached = cache.items([r.kind for r in kinds], namespace)
+            if cached is not None:
+                return cached
+        return [workload(obj, self.instance) for obj in self._objects(namespace, kinds)]
+
+    def informer(
+        self, client: KubeClient, resource: Resource, namespace: str, stop: threading.Event
+    ) -> Informer[Workload]:
+        """The cache's informer of one consumer kind in ``namespace`` (views only)."""
+        return Informer(
+            client,
+            resource,
+            namespace,
+            keep=lambda obj: workload(obj, self.instance),
+            stop=stop,
+        )
+
+    def _objects(self, namespace: str, kinds: list[Resource]) -> Iterator[dict[str, Any]]:
+        for resource in kinds:
             yield from self.client.list(resource, namespace)
 
     # ------------------------------------------------------------------ finding
@@ -105,7 +140,7 @@ class Consumers:
     ) -> dict[str, list[Consumer] | TargetError]:
         """Workloads referencing any of a secret's versions (or its plain name, for
         adoption), with how far their rollout got; one listing per kind and namespace."""
-        by_ns = {ns: list(self._workloads(ns)) for ns in {namespace_of(s.name) for s in specs}}
+        by_ns = {ns: _Listed(self._workloads(ns)) for ns in {namespace_of(s.name) for s in specs}}
         result: dict[str, list[Consumer] | TargetError] = {}
         for spec in specs:
             namespace = namespace_of(spec.name)
@@ -119,7 +154,7 @@ class Consumers:
         self,
         spec: Any,
         namespace: str,
-        workloads: list[dict[str, Any]],
+        listed: _Listed,
         versions: Mapping[str, list[VersionInfo]],
     ) -> list[Consumer]:
         in_place = spec.strategy == "in-place"
@@ -127,39 +162,38 @@ class Consumers:
         own = {split_object_name(v.object_name)[1] for v in versions.get(spec.name, [])}
         if f"{namespace}/{stable}" not in self._foreign():
             own.add(stable)  # a hand-made Secret of that name (adoption), not another syncd's
-        selected, missing = _select(spec.consumers, workloads, namespace)
+        selected, missing = _select(spec.consumers, listed.workloads, namespace)
         consumers = list(missing)
-        for obj in selected if selected is not None else workloads:
-            names = refs(obj) & own
+        for view in selected if selected is not None else listed.referencing(own):
+            names: set[str] = set(view.refs & own)
             if in_place:
                 names = {stable} if stable in names else set()
             if not names and selected is None:
                 continue
             if in_place and names:
-                version = "0"
-                for template in pod_templates(obj):
-                    version = annotations_of(template).get(restart_annotation(spec.name), version)
+                version = view.restarts.get(restart_annotation(spec.name), "0")
                 found = frozenset({f"{namespace}/{stable}@v{version}"})
             else:
                 found = frozenset(f"{namespace}/{n}" for n in names)
             consumer = Consumer(
-                obj["kind"],
-                obj["metadata"]["name"],
+                view.kind,
+                view.name,
                 namespace,
                 refs={spec.name: found},
-                unconverged=unconverged(obj),
+                unconverged=view.unconverged,
             )
-            move = self._moves(consumer, obj).get(spec.name)
+            move = self._moves(consumer, view.record).get(spec.name)
             revert = move.revert(found) if move is not None and found else None
             if revert is not None:
                 consumer = replace(consumer, reverted={spec.name: revert})
             consumers.append(consumer)
         return consumers
 
-    def _moves(self, consumer: Consumer, obj: Mapping[str, Any]) -> dict[str, Move]:
-        """This installation's repoint records on the workload; an unreadable one is
-        ignored (the workload counts as never repointed), and logged once."""
-        moves, problems = read_moves(obj, self.instance)
+    def _moves(self, consumer: Consumer, record: Any) -> dict[str, Move]:
+        """This installation's repoint records on the workload (its annotation's value);
+        an unreadable one is ignored (the workload counts as never repointed), and logged
+        once."""
+        moves, problems = read_record(record, self.instance)
         if problems and consumer.label not in self._bad_records:
             self._bad_records.add(consumer.label)
             log.warning(
@@ -257,7 +291,7 @@ class Consumers:
     ) -> None:
         """Record in the update's body which version each swapped secret now is on, and for
         a revert being repointed, what it was reverted to (``repointed``)."""
-        moves = self._moves(consumer, body)
+        moves = self._moves(consumer, annotations_of(body).get(annotation_key(self.instance)))
         for new in swaps.values():
             revert = consumer.reverted.get(new.secret)
             reverted = revert.old if revert is not None and revert.to == new.object_name else None
@@ -356,7 +390,7 @@ class Consumers:
                 s["metadata"]["name"]: set(s.get("data") or {})
                 for s in self.client.list("Secret", namespace)
             }
-            for obj in self._workloads(namespace):
+            for obj in self._objects(namespace, self.consumer_kinds()):
                 label = f"{obj['kind']}/{namespace}/{obj['metadata']['name']}"
                 findings.extend(missing_refs(label, obj, keys))
         return findings
@@ -389,32 +423,43 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
+class _Listed:
+    """A namespace's workloads with an index from Secret name to the workloads that
+    reference it, so finding one secret's consumers doesn't look at every workload."""
+
+    def __init__(self, workloads: list[Workload]) -> None:
+        self.workloads = workloads
+        self._by_ref: dict[str, list[int]] = {}
+        for number, view in enumerate(workloads):
+            for name in view.refs:
+                self._by_ref.setdefault(name, []).append(number)
+
+    def referencing(self, names: set[str]) -> list[Workload]:
+        """The workloads that reference any of ``names``, in listing order."""
+        numbers = {n for name in names for n in self._by_ref.get(name, ())}
+        return [self.workloads[n] for n in sorted(numbers)]
+
+
 def _select(
-    wanted: Any, workloads: list[dict[str, Any]], namespace: str
-) -> tuple[list[dict[str, Any]] | None, list[Consumer]]:
+    wanted: Any, workloads: list[Workload], namespace: str
+) -> tuple[list[Workload] | None, list[Consumer]]:
     """The workloads a ``consumers:`` list names (None for ``auto``), and the named ones that
     don't exist yet (reported, never blocking: stack users create secrets first)."""
     if wanted == "auto":
         return None, []
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    chosen: dict[tuple[str, str], Workload] = {}
     missing: list[Consumer] = []
     for entry in wanted:
         if "=" in entry:
             pairs = dict(p.split("=", 1) for p in entry.split(","))
-            matches = [
-                o for o in workloads if all(labels_of(o).get(k) == v for k, v in pairs.items())
-            ]
+            matches = [w for w in workloads if all(w.labels.get(k) == v for k, v in pairs.items())]
             if not matches:
                 missing.append(Consumer("selector", entry, namespace, missing=True))
         else:
             kind, _, name = entry.rpartition("/")
-            matches = [
-                o
-                for o in workloads
-                if o["metadata"]["name"] == name and (not kind or o["kind"] == kind)
-            ]
+            matches = [w for w in workloads if w.name == name and (not kind or w.kind == kind)]
             if not matches:
                 missing.append(Consumer(kind or "workload", name, namespace, missing=True))
-        for obj in matches:
-            chosen[(obj["kind"], obj["metadata"]["name"])] = obj
+        for view in matches:
+            chosen[(view.kind, view.name)] = view
     return list(chosen.values()), missing

@@ -75,6 +75,12 @@ class KubernetesTargetConfig(TargetConfig):
         "serves them.",
     )
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
+    watch: bool = Field(
+        True,
+        description="In the daemon, keep version Secrets' metadata and the workloads in a "
+        "watch-fed cache, so a cycle with nothing to do makes no API request (needs the "
+        "'watch' verb); false lists them every cycle. syncd --once always lists.",
+    )
 
     @field_validator("namespace")
     @classmethod

@@ -97,7 +97,11 @@ def _entry(value: Any) -> Move | None:
 def read_moves(obj: Mapping[str, Any], instance: str) -> tuple[dict[str, Move], list[str]]:
     """This installation's records on a workload, and what was wrong with the annotation
     (empty when it was absent or sound)."""
-    raw = annotations_of(obj).get(annotation_key(instance))
+    return read_record(annotations_of(obj).get(annotation_key(instance)), instance)
+
+
+def read_record(raw: Any, instance: str) -> tuple[dict[str, Move], list[str]]:
+    """``read_moves`` of the annotation's value as found (any JSON value, or None)."""
     if raw is None:
         return {}, []
     if not isinstance(raw, str) or len(raw) > MAX_VALUE:

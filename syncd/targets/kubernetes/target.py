@@ -7,21 +7,31 @@ offline rules. This class holds the one API client they share and the installati
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from syncd.config import SecretSpec
 from syncd.errors import ConvergenceError, TargetError
-from syncd.kube import KubeClient
+from syncd.kube import RESOURCES, KubeClient
 from syncd.leader import LeaderElector, default_lease
 from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
 from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
+from syncd.targets.kubernetes.cache import DISCOVERY_TTL, Cache
 from syncd.targets.kubernetes.consumers import Consumers, revert_message
 from syncd.targets.kubernetes.events import Events, Subject
-from syncd.targets.kubernetes.naming import KubernetesTargetConfig, collisions, spec_problems
+from syncd.targets.kubernetes.naming import (
+    BUILTIN_CONSUMERS,
+    KubernetesTargetConfig,
+    collisions,
+    spec_problems,
+)
 from syncd.targets.kubernetes.objects import split_object_name
 from syncd.targets.kubernetes.versions import Versions
+
+log = logging.getLogger("syncd.targets.kubernetes")
 
 
 def _no_count(operation: str, write: bool) -> None:
@@ -40,12 +50,15 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         self._client: KubeClient | None = None
         self._elector_client: KubeClient | None = None
         self._events_client: KubeClient | None = None
+        #: the daemon's watch-fed cache (``watch``), None for a one-shot run
+        self.cache: Cache | None = None
         self.events = Events(self._events_api, instance=context.instance)
         self.versions = Versions(
             client=lambda: self.client,
             config=config,
             instance=context.instance,
             namespaces=self._namespaces,
+            cache=lambda: self.cache,
         )
         self.consumers = Consumers(
             client=lambda: self.client,
@@ -53,6 +66,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             namespaces=self._namespaces,
             foreign=lambda: self.versions.foreign,
             instance=context.instance,
+            cache=lambda: self.cache,
         )
 
     # ------------------------------------------------------------------ config checks
@@ -96,10 +110,12 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             self._client = self._connect(self._count)
         return self._client
 
-    def _connect(self, on_call: Callable[[str, bool], None]) -> KubeClient:
+    def _connect(self, on_call: Callable[[str, bool], None], pool: int | None = None) -> KubeClient:
         kubeconfig = self.config.kubeconfig
         path = None if kubeconfig is None else str((self.context.base_dir / kubeconfig).absolute())
-        return KubeClient.connect(kubeconfig=path, context=self.config.context, on_call=on_call)
+        return KubeClient.connect(
+            kubeconfig=path, context=self.config.context, on_call=on_call, pool=pool
+        )
 
     def _events_api(self) -> KubeClient:
         """The Events' own client: an Event is not one of the cycle's target writes, and it
@@ -124,8 +140,46 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         else:
             self.count_read(operation)
 
+    def watch(self) -> None:
+        """Keep what cycles read in a watch-fed cache (``cache``): version Secrets and the
+        consumer kinds in every namespace, the served custom kinds rediscovered in the
+        background. On a client of its own, counted apart from the cycles' requests: its
+        connections stay open for minutes, and a cycle's reads are the cache's."""
+        if not self.config.watch or self.cache is not None:
+            return
+        namespaces = self._namespaces()
+        kinds = len(BUILTIN_CONSUMERS) + len(self.config.custom_workloads) + 1
+        client = self._connect(_no_count, pool=len(namespaces) * kinds + 2)
+        cache = Cache(client)
+        for namespace in namespaces:
+            cache.add(self.versions.informer(client, namespace, cache.stop))
+            for kind in BUILTIN_CONSUMERS:
+                cache.add(self.consumers.informer(client, RESOURCES[kind], namespace, cache.stop))
+        self.client.written = cache.written
+        self.cache = cache
+        if self.config.custom_workloads:
+            threading.Thread(
+                target=self._discover, args=(cache, client), name="watch discovery", daemon=True
+            ).start()
+
+    def _discover(self, cache: Cache, client: KubeClient) -> None:
+        """Every ``DISCOVERY_TTL`` seconds: which custom workload kinds the cluster serves,
+        each one then followed in every namespace."""
+        while not cache.stop.is_set():
+            try:
+                served = self.consumers.custom(fresh=True, client=client)
+            except TargetError as exc:
+                log.warning("can't discover custom workloads (%s); trying again later", exc)
+                served = []
+            for resource in served:
+                for namespace in self._namespaces():
+                    cache.add(self.consumers.informer(client, resource, namespace, cache.stop))
+            cache.stop.wait(DISCOVERY_TTL)
+
     def close(self) -> None:
-        """Close the connection pools."""
+        """Stop the cache, close the connection pools."""
+        if self.cache is not None:
+            self.cache.close()
         for client in (self._client, self._elector_client, self._events_client):
             if client is not None:
                 client.close()

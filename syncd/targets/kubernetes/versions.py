@@ -12,15 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 from syncd.errors import TargetError
 from syncd.fingerprint import KEY_BYTES
-from syncd.kube import ApiError, KubeClient, rounds
+from syncd.kube import RESOURCES, ApiError, KubeClient, rounds
 from syncd.model import NewVersion, Rollout, VersionInfo
 from syncd.targets.base import DEFAULT_INSTANCE
+from syncd.targets.kubernetes.cache import Cache, Informer
 from syncd.targets.kubernetes.naming import KubernetesTargetConfig, dns_name, version_name
 from syncd.targets.kubernetes.objects import (
     A_CERTIFICATES,
@@ -44,6 +46,7 @@ from syncd.targets.kubernetes.objects import (
     version_info,
     where,
 )
+from syncd.targets.kubernetes.views import secret_metadata
 
 log = logging.getLogger("syncd.targets.kubernetes")
 
@@ -65,8 +68,11 @@ class Versions:
         config: KubernetesTargetConfig,
         instance: str,
         namespaces: Callable[[], list[str]],
+        cache: Callable[[], Cache | None] = lambda: None,
     ) -> None:
         self._client = client
+        #: the daemon's watch-fed cache, when it runs one
+        self._cache = cache
         self.config = config
         self.instance = instance
         self._namespaces = namespaces
@@ -144,11 +150,12 @@ class Versions:
     # ------------------------------------------------------------------ listing
 
     def list_versions(self) -> dict[str, list[VersionInfo]]:
-        """One labelled listing per namespace; only this installation's versions."""
+        """Only this installation's versions: from the cache, or one labelled listing per
+        namespace of the Secrets' metadata (their data is never read)."""
         result: dict[str, list[VersionInfo]] = {}
         foreign: set[str] = set()
         for namespace in self._namespaces():
-            for obj in self.client.list("Secret", namespace, selector=_VERSIONS):
+            for obj in self._version_secrets(namespace):
                 if owner(obj) != self.instance:
                     foreign.add(where(obj))
                     continue
@@ -157,6 +164,26 @@ class Versions:
                     result.setdefault(info.secret, []).append(info)
         self.foreign = foreign
         return result
+
+    def _version_secrets(self, namespace: str) -> Iterable[dict[str, Any]]:
+        cache = self._cache()
+        cached = cache.items(["Secret"], namespace) if cache is not None else None
+        if cached is not None:
+            return cached
+        return self.client.list("Secret", namespace, selector=_VERSIONS, metadata_only=True)
+
+    def informer(self, client: KubeClient, namespace: str, stop: threading.Event) -> Informer[Any]:
+        """The cache's informer of the version Secrets in ``namespace`` (metadata only)."""
+        return Informer(
+            client,
+            RESOURCES["Secret"],
+            namespace,
+            keep=secret_metadata,
+            wanted=_is_version,
+            selector=_VERSIONS,
+            metadata_only=True,
+            stop=stop,
+        )
 
     def adopt_unlabelled(self) -> None:
         """Label the default installation's objects from before installations had names.
@@ -213,6 +240,9 @@ class Versions:
         except ApiError as exc:
             if exc.status != 409:
                 raise
+            cache = self._cache()
+            if cache is not None:  # it planned a version that exists: it may be stale
+                cache.resync("Secret", namespace, f"Secret {namespace}/{name} already exists")
             existing = self.client.get("Secret", namespace, name) or {}
             if managed(existing) and owner(existing) != self.instance:
                 raise self._foreign_error(
@@ -431,6 +461,11 @@ class Versions:
         namespace, name = split_object_name(version.object_name)
         self.client.delete("Secret", namespace, name)
         return True
+
+
+def _is_version(obj: dict[str, Any]) -> bool:
+    """Whether a Secret is one ``_VERSIONS`` selects (what the cache's informer sees)."""
+    return managed(obj) and labels_of(obj).get(ROLE) in (ROLE_VERSION, ROLE_IN_PLACE)
 
 
 def _annotation_bytes(annotations: dict[str, Any]) -> int:
