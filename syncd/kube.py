@@ -227,9 +227,9 @@ class KubeClient:
         A throttled or passing refusal (``ApiError.retryable``) is tried again, up to
         ``MAX_ATTEMPTS`` and ``RETRY_BUDGET`` seconds of waiting. Each attempt first waits for
         the rate limit, then is reported to ``on_call``, so the write guard sees every one
-        right before it is sent. A ``Retry-After`` pauses the limiter, holding back the
-        other threads' requests too; a wait of this request's own (no ``Retry-After``) is
-        slept here.
+        right before it is sent. A ``Retry-After`` on a retryable answer pauses the limiter,
+        holding back the other threads' requests too (also when this request gives up); a
+        wait of this request's own (no ``Retry-After``) is slept here.
         """
         waited, attempt = 0.0, 1
         while True:
@@ -239,12 +239,13 @@ class KubeClient:
                 return self._send(method, path, body=body, query=query, content_type=content_type)
             except ApiError as exc:
                 delay = _delay(exc, attempt)
+                paused = exc.retryable and exc.retry_after is not None
+                if paused:  # the server's word, for every request to it, even if this one ends
+                    self.limiter.pause(delay)
                 if not exc.retryable or attempt == MAX_ATTEMPTS or waited + delay > RETRY_BUDGET:
                     raise
-                if exc.retry_after is None:
+                if not paused:
                     time.sleep(delay)
-                else:
-                    self.limiter.pause(delay)
             waited, attempt = waited + delay, attempt + 1
 
     def _send(

@@ -267,6 +267,10 @@ def test_a_retry_after_longer_than_allowed_is_cut_and_the_last_refusal_raised() 
         kube.request("GET", "/api/v1/namespaces/ns/secrets/a", operation="get_secret")
     # 10s per wait at most (MAX_RETRY_AFTER), 20s in all (RETRY_BUDGET): three attempts
     assert [t for t, _, _ in server.seen] == [0.0, 10.0, 20.0]
+    # the last refusal's Retry-After still holds for the next request, though its own ended
+    server.refuse = lambda m, p, b: None
+    kube.request("GET", "/api/v1/namespaces/ns/secrets/b", operation="get_secret")
+    assert server.seen[-1][0] == 30.0
 
 
 # ---------------------------------------------------------------------- parallel creates
