@@ -16,7 +16,9 @@ passes the write guard: an answer of 429 (API priority and fairness), any 5xx ca
 ``Retry-After``, and 502/503/504 (a restarting server, a load balancer between replicas).
 ``Retry-After`` is honoured (up to ``MAX_RETRY_AFTER``), otherwise the wait doubles from
 ``RETRY_BASE`` with jitter, and one request never spends more than ``RETRY_BUDGET`` seconds
-waiting. Writes are retried too: every write syncd sends is conditional (a
+waiting. A ``Retry-After`` holds back every request of the client, not only the refused one:
+it pauses the client's ``TokenBucket`` (``syncd.ratelimit``), which every attempt passes
+before it is sent. Writes are retried too: every write syncd sends is conditional (a
 ``resourceVersion``) or a create whose 409 it resolves, so a write the server applied before
 its answer was lost can't apply twice. urllib3's own status retries are turned off (they
 skipped POST and PATCH, ignored 5xx, and reported a 429 that outlasted them as an unreachable
@@ -42,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.errors import TargetError
+from syncd.ratelimit import TokenBucket
 from syncd.retry_after import retry_after
 
 LIST_PAGE = 500
@@ -160,13 +163,18 @@ def _resource(kind: str | Resource) -> Resource:
 
 @dataclass
 class KubeClient:
-    """Requests against one cluster; every call is reported to ``on_call(operation, write)``
-    *before* it is sent, so a write guard there can still stop it."""
+    """Requests against one cluster; every call waits for ``limiter`` and is then reported to
+    ``on_call(operation, write)`` *before* it is sent, so a write guard there can still stop
+    it (and a leader that lost its lease while the request queued sends nothing).
+
+    One client may serve several threads at once: ``limiter`` is thread-safe and urllib3's
+    pool hands each thread a connection of its own."""
 
     api: Any
     dynamic: Any
     on_call: Callable[[str, bool], None]
     server: str
+    limiter: TokenBucket
     timeout: tuple[float, float] = REQUEST_TIMEOUT
     #: Told of every object a write returned (None for a delete), so a watch-fed cache can
     #: wait until its stream has caught up with this process's own writes.
@@ -179,12 +187,16 @@ class KubeClient:
         kubeconfig: str | None,
         context: str | None,
         on_call: Callable[[str, bool], None],
+        limiter: TokenBucket,
+        threads: int = 1,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
-        pool: int | None = None,
     ) -> KubeClient:
         """In-cluster config when running in a pod (and no kubeconfig given), else kubeconfig.
 
-        Reads local files only: no request is made until the first call.
+        ``threads``: how many threads send through the client at once; urllib3's pool keeps
+        at least that many connections (a smaller pool would close and reopen a connection,
+        TLS handshake and all, for every request beyond it). Reads local files only: no
+        request is made until the first call.
         """
         try:
             from kubernetes import client, config
@@ -205,13 +217,12 @@ class KubeClient:
                 )
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise TargetError(f"can't load Kubernetes credentials: {exc}") from exc
-        if pool is not None:  # a watching client holds one connection per watch
-            configuration.connection_pool_maxsize = pool
         # connection retries as urllib3's default; answers are retried by ``request``
         configuration.retries = Retry(3, status=0, respect_retry_after_header=False)
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, threads)
         api = client.ApiClient(configuration)
         dynamic = DynamicClient(api, discoverer=_NoDiscovery)  # type: ignore[no-untyped-call]
-        return cls(api, dynamic, on_call, configuration.host, timeout)
+        return cls(api, dynamic, on_call, configuration.host, limiter, timeout)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -231,11 +242,15 @@ class KubeClient:
         """One API call; JSON in, JSON out; non-2xx raises ``ApiError``.
 
         A throttled or passing refusal (``ApiError.retryable``) is tried again, up to
-        ``MAX_ATTEMPTS`` and ``RETRY_BUDGET`` seconds of waiting; each attempt is reported to
-        ``on_call`` first, so the write guard sees every one.
+        ``MAX_ATTEMPTS`` and ``RETRY_BUDGET`` seconds of waiting. Each attempt first waits for
+        the rate limit, then is reported to ``on_call``, so the write guard sees every one
+        right before it is sent. A ``Retry-After`` on a retryable answer pauses the limiter,
+        holding back the other threads' requests too (also when this request gives up); a
+        wait of this request's own (no ``Retry-After``) is slept here.
         """
         waited, attempt = 0.0, 1
         while True:
+            self.limiter.acquire()
             self.on_call(operation, method != "GET")
             try:
                 return self._send(
@@ -243,9 +258,13 @@ class KubeClient:
                 )
             except ApiError as exc:
                 delay = _delay(exc, attempt)
+                paused = exc.retryable and exc.retry_after is not None
+                if paused:  # the server's word, for every request to it, even if this one ends
+                    self.limiter.pause(delay)
                 if not exc.retryable or attempt == MAX_ATTEMPTS or waited + delay > RETRY_BUDGET:
                     raise
-            time.sleep(delay)
+                if not paused:
+                    time.sleep(delay)
             waited, attempt = waited + delay, attempt + 1
 
     def _send(
@@ -334,6 +353,7 @@ class KubeClient:
         if selector:
             query["labelSelector"] = selector
         path = resource.path(namespace)
+        self.limiter.acquire()
         self.on_call(f"watch_{resource.operation}", False)
         accept = METADATA_WATCH if metadata_only else JSON
         read_timeout = timeout_seconds + WATCH_SLACK

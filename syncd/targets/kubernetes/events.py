@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from syncd.kube import RESOURCES, KubeClient, Resource
+from syncd.kube import RESOURCES, ApiError, KubeClient, Resource
 from syncd.redact import REDACTOR
 
 log = logging.getLogger("syncd.targets.kubernetes")
@@ -67,19 +67,23 @@ class Events:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             client = self._client()
-            existing = client.get(EVENT, subject.namespace, name)
-            if existing is not None:
-                client.patch(
+            try:
+                client.create(
                     EVENT,
                     subject.namespace,
-                    name,
-                    {"count": int(existing.get("count") or 1) + 1, "lastTimestamp": now},
+                    self._body(subject, name, reason, text, now=now, warning=warning),
                 )
                 return
-            client.create(
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            # it happened before: count it on the Event there is (most are new: one request)
+            existing = client.get(EVENT, subject.namespace, name) or {}
+            client.patch(
                 EVENT,
                 subject.namespace,
-                self._body(subject, name, reason, text, now=now, warning=warning),
+                name,
+                {"count": int(existing.get("count") or 1) + 1, "lastTimestamp": now},
             )
         except Exception as exc:  # noqa: BLE001 - an Event must never fail a swap
             self._failed(exc)

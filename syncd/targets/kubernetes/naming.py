@@ -74,6 +74,25 @@ class KubernetesTargetConfig(TargetConfig):
         "them): repointed, waited for and scanned before garbage collection when the cluster "
         "serves them.",
     )
+    qps: float = Field(
+        100.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Requests a second to the API server, on average (client-go's "
+        "--kube-api-qps); Events count too, the leader Lease's renewals don't.",
+    )
+    burst: int = Field(
+        200,
+        ge=1,
+        description="Requests that may go at once before 'qps' holds them back "
+        "(client-go's --kube-api-burst).",
+    )
+    concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Versions created at once (a cold sync of many secrets), within 'qps'.",
+    )
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
     watch: bool = Field(
         True,

@@ -7,16 +7,20 @@ offline rules. This class holds the one API client they share and the installati
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
 from syncd.config import SecretSpec
-from syncd.errors import ConvergenceError, TargetError
+from syncd.errors import ConvergenceError, NotLeaderError, TargetError
 from syncd.kube import RESOURCES, KubeClient
 from syncd.leader import LeaderElector, default_lease
 from syncd.model import Consumer, Finding, NewVersion, Rollout, VersionInfo
+from syncd.ratelimit import TokenBucket
 from syncd.registry import missing_modules
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig, TargetContext
 from syncd.targets.kubernetes.cache import DISCOVERY_TTL, Cache
@@ -52,6 +56,8 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         self._events_client: KubeClient | None = None
         #: the daemon's watch-fed cache (``watch``), None for a one-shot run
         self.cache: Cache | None = None
+        #: the rate limit of the cycle's requests and the Events, which follow them
+        self._limiter = TokenBucket(config.qps, config.burst)
         self.events = Events(self._events_api, instance=context.instance)
         self.versions = Versions(
             client=lambda: self.client,
@@ -107,21 +113,31 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
     def client(self) -> KubeClient:
         """The API client, created on first use."""
         if self._client is None:
-            self._client = self._connect(self._count)
+            self._client = self._connect(
+                self._count, self._limiter, threads=self.config.concurrency
+            )
         return self._client
 
-    def _connect(self, on_call: Callable[[str, bool], None], pool: int | None = None) -> KubeClient:
+    def _connect(
+        self, on_call: Callable[[str, bool], None], limiter: TokenBucket, *, threads: int = 1
+    ) -> KubeClient:
         kubeconfig = self.config.kubeconfig
         path = None if kubeconfig is None else str((self.context.base_dir / kubeconfig).absolute())
         return KubeClient.connect(
-            kubeconfig=path, context=self.config.context, on_call=on_call, pool=pool
+            kubeconfig=path,
+            context=self.config.context,
+            on_call=on_call,
+            limiter=limiter,
+            threads=threads,
         )
 
     def _events_api(self) -> KubeClient:
         """The Events' own client: an Event is not one of the cycle's target writes, and it
-        only follows a step that passed the leader guard."""
+        only follows a step that passed the leader guard. It shares the cycle's rate limit,
+        so ``qps`` bounds what a cycle sends, Events included (a cold sync emits one per
+        version), and a ``Retry-After`` holds both back."""
         if self._events_client is None:
-            self._events_client = self._connect(_no_count)
+            self._events_client = self._connect(_no_count, self._limiter)
         return self._events_client
 
     def record(
@@ -149,7 +165,7 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
             return
         namespaces = self._namespaces()
         kinds = len(BUILTIN_CONSUMERS) + len(self.config.custom_workloads) + 1
-        client = self._connect(_no_count, pool=len(namespaces) * kinds + 2)
+        client = self._connect(_no_count, self._limiter, threads=len(namespaces) * kinds + 2)
         cache = Cache(client)
         for namespace in namespaces:
             cache.add(self.versions.informer(client, namespace, cache.stop))
@@ -204,12 +220,17 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
         self, *, identity: str, on_change: Callable[[bool], None]
     ) -> LeaderElector | None:
         """A Lease-based elector when ``leader_election.enabled``, on a client of its own (its
-        renewals must not wait behind a cycle's requests, nor pass the write guard)."""
+        renewals must not wait behind a cycle's requests, nor pass the write guard).
+
+        That client has no rate limit: a renewal queued behind a cold sync's creates, or
+        behind a low ``qps``, could miss ``renew_deadline`` and stop every write. Its rate is
+        bounded anyway, one or two requests per ``renew_every``; its own bucket still lets
+        a ``Retry-After`` answered to it hold its next attempt."""
         settings = self.config.leader_election
         if not settings.enabled:
             return None
         if self._elector_client is None:
-            self._elector_client = self._connect(_no_count)
+            self._elector_client = self._connect(_no_count, TokenBucket(math.inf, 1))
             timeout = settings.deadline / 2
             self._elector_client.timeout = (timeout, timeout)
         return LeaderElector(
@@ -239,6 +260,64 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
     def repair(self) -> None:
         """Label the default installation's objects from before installations had names."""
         self.versions.adopt_unlabelled()
+
+    def create_versions(self, items: Sequence[NewVersion]) -> dict[str, VersionInfo | TargetError]:
+        """Create versions ``concurrency`` at a time, within the client's rate limit: a cold
+        sync of thousands of secrets is bound by ``qps``, not by one round trip after another.
+
+        As the one-at-a-time default: a bad item fails alone (its ``TargetError`` is its
+        result), and ``created`` hears of each finished item, here always from the calling
+        thread. Two failures stop new creates, because every later item would meet them too:
+
+        - the write guard refusing (``NotLeaderError``: the lease is lost): the creates in
+          flight finish (each of their writes checks the guard again), the ones not started
+          get the same error without a request;
+        - an exception that is no ``TargetError`` (a bug): once the creates in flight have
+          finished it is raised, as the one-at-a-time loop would raise it, and the swap
+          fails every item of this call.
+
+        Only ``concurrency`` creates are handed to the pool at a time, so stopping is
+        immediate: nothing is queued in it.
+        """
+        _ = self.client  # connected once, here, not raced for by the workers
+        width = self.config.concurrency
+        results: dict[str, VersionInfo | TargetError] = {}
+        waiting = iter(items)
+        refused: NotLeaderError | None = None
+        broken: Exception | None = None
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="syncd-create") as pool:
+            running: dict[Future[VersionInfo], NewVersion] = {}
+            for item in itertools.islice(waiting, width):
+                running[pool.submit(self.create_version, item)] = item
+            while running:
+                done, _pending = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = running.pop(future)
+                    try:
+                        results[item.secret] = future.result()
+                    except NotLeaderError as exc:
+                        results[item.secret] = exc
+                        refused = refused or exc
+                    except TargetError as exc:
+                        results[item.secret] = exc
+                    except Exception as exc:  # noqa: BLE001 - raised below, once all are done
+                        broken = broken or exc
+                    self._created(1)
+                    if refused is None and broken is None:
+                        for follow in itertools.islice(waiting, 1):
+                            running[pool.submit(self.create_version, follow)] = follow
+        if broken is not None:
+            raise broken
+        if refused is not None:
+            skipped = list(waiting)
+            for item in skipped:
+                results[item.secret] = refused
+            self._created(len(skipped))
+        return results
+
+    def _created(self, n: int) -> None:
+        if self.created is not None and n:
+            self.created(n)
 
     def create_version(self, item: NewVersion) -> VersionInfo:
         """A new immutable version Secret, or the in-place Secret updated."""
