@@ -213,15 +213,15 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             if isinstance(index, AwsCallError):
                 result[ref] = self.error(ref, str(index), transient=index.transient)
             elif index is None:
-                result[ref] = self._unverified(
+                result[ref] = self.unverified(
                     ref, "ListSecrets is not allowed for this identity, so it can't be looked up"
                 )
             elif (entry := index.get(ref.name)) is None:
-                result[ref] = self._unverified(ref, _unlisted(ref.name))
+                result[ref] = self.unverified(ref, _unlisted(ref.name))
             elif ref.version_id is not None and ref.version_id not in (
                 entry.get("SecretVersionsToStages") or {}
             ):
-                result[ref] = self._unverified(
+                result[ref] = self.unverified(
                     ref, "the listing shows no staging label on that version_id"
                 )
             elif ref.version_id is None and _stage_version(entry, ref.stage) is None:
@@ -229,9 +229,6 @@ class AwsSecretsManagerProvider(Provider[AwsSecretsManagerConfig, AwsSecretRef])
             else:
                 result[ref] = None
         return result
-
-    def _unverified(self, ref: AwsSecretRef, why: str) -> Unverified:
-        return Unverified(self.name, ref.describe(), f"{why}; it is judged when read, next cycle")
 
     def _listing(
         self, refs: Sequence[AwsSecretRef]

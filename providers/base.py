@@ -211,6 +211,10 @@ class Provider(ABC, Generic[C, R]):
             for ref, result in self.versions(refs).items()
         }
 
+    def unverified(self, ref: R, why: str) -> Unverified:
+        """``check``'s answer for a reference its cheap call can't judge, saying why."""
+        return Unverified(self.name, ref.describe(), f"{why}; it is judged when read, next cycle")
+
     def list_keys(self, ref: R) -> Mapping[str, Ref] | ProviderError:
         """Every key under ``ref`` as its own reference, for ``data_from`` bundles.
 

@@ -79,6 +79,7 @@ from providers.base import (
     ProviderConfig,
     ProviderContext,
     Ref,
+    Unverified,
     json_field,
     utf8,
 )
@@ -384,6 +385,28 @@ class AzureKeyVaultProvider(Provider[AzureKeyVaultConfig, AzureKeyVaultRef]):
             else:
                 result[ref] = _timestamp_token(entry[0], now)
                 self.note_expiry(ref, entry[2])
+        return result
+
+    def check(
+        self, refs: Sequence[AzureKeyVaultRef]
+    ) -> Mapping[AzureKeyVaultRef, ProviderError | Unverified | None]:
+        """For ``syncd doctor``, from the same listing: a listed, enabled secret passes. The
+        listing can't judge a pinned version (it describes current versions only), nor any
+        secret while this identity may not list: those are ``Unverified``, and the next
+        cycle's read decides."""
+        result: dict[AzureKeyVaultRef, ProviderError | Unverified | None] = {}
+        answers = self.versions(refs)
+        # no token is also the answer for a secret written seconds ago: listed, so it passes
+        forbidden = time.monotonic() < self._list_forbidden_until
+        for ref, answer in answers.items():
+            if isinstance(answer, ProviderError):
+                result[ref] = answer
+            elif ref.version:
+                result[ref] = self.unverified(ref, "the listing doesn't show pinned versions")
+            elif answer is None and forbidden:
+                result[ref] = self.unverified(ref, "this identity may not list the vault")
+            else:
+                result[ref] = None
         return result
 
     def fetch(

@@ -34,13 +34,13 @@ from tests.integration.faults import check_without, dead_port, timed_cycle
 pytestmark = pytest.mark.backend("azure")
 
 
-@pytest.fixture(scope="module")
-def azure() -> dict[str, str]:
+@pytest.fixture(name="azure", scope="module")
+def azure_fixture() -> dict[str, str]:
     return backend_env("azure")
 
 
-@pytest.fixture(scope="module")
-def seed(azure: dict[str, str]) -> Iterator[Any]:
+@pytest.fixture(name="seed", scope="module")
+def seed_fixture(azure: dict[str, str]) -> Iterator[Any]:
     """A plain SDK client (client secret auth) to write test secrets with."""
     from azure.identity import ClientSecretCredential
     from azure.keyvault.secrets import SecretClient
@@ -91,8 +91,8 @@ class Admin:
         response.raise_for_status()
 
 
-@pytest.fixture
-def admin(azure: dict[str, str]) -> Iterator[Admin]:
+@pytest.fixture(name="admin")
+def admin_fixture(azure: dict[str, str]) -> Iterator[Admin]:
     hooks = Admin(azure)
     hooks.post("reset")
     yield hooks
