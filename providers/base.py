@@ -203,13 +203,18 @@ class Provider(ABC, Generic[C, R]):
     def check(self, refs: Sequence[R]) -> Mapping[R, ProviderError | Unverified | None]:
         """For ``syncd doctor``: whether each reference exists and this process may read it,
         without reading a value. The default asks ``versions`` (a listing or metadata call:
-        reachable, authenticated, the secret there); a provider that can see more without a
-        value, such as a missing key, overrides it, and one whose cheap call can't show
-        some references answers ``Unverified`` for them."""
-        return {
-            ref: result if isinstance(result, ProviderError) else None
-            for ref, result in self.versions(refs).items()
-        }
+        reachable, authenticated, the secret there). A reference it gives no token for is
+        ``Unverified``, never a pass: "no token" means "read it to know" (not listed, not
+        allowed to look, a store without metadata). A provider that can see more without a
+        value, such as a missing key, or knows when "no token" is fine, overrides it."""
+        checked: dict[R, ProviderError | Unverified | None] = {}
+        for ref, result in self.versions(refs).items():
+            if result is None:
+                why = "its change detection shows nothing for it (not listed, not allowed to look"
+                checked[ref] = self.unverified(ref, f"{why}, or no metadata to look at)")
+            else:
+                checked[ref] = result if isinstance(result, ProviderError) else None
+        return checked
 
     def unverified(self, ref: R, why: str) -> Unverified:
         """``check``'s answer for a reference its cheap call can't judge, saying why."""

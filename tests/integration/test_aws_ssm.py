@@ -15,8 +15,10 @@ import boto3
 import pytest
 import yaml
 
+from providers.base import Unverified
 from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
+from syncd.errors import ProviderError
 from tests.conftest import new_value
 from tests.integration.faults import dead_endpoint, timed_cycle
 
@@ -64,6 +66,27 @@ def delta(before: dict[str, dict[str, int]], after: CycleResult) -> dict[str, in
 
 def errors(result: CycleResult) -> dict[str, str]:
     return {i.name: i.error for i in result.items if i.error}
+
+
+def test_check_passes_a_listed_parameter_and_never_a_missing_one(tmp_path, aws, ssm, base):
+    """``syncd doctor``'s question: DescribeParameters shows the listed one; a missing name
+    (or an ARN it can't look up) is not a pass but a warning the next read settles."""
+    ssm.put_parameter(Name=f"{base}/here", Value=new_value(), Type="SecureString")
+    engine = engine_for(
+        tmp_path,
+        aws,
+        [one("here", name=f"{base}/here"), one("gone", name=f"{base}/gone")],
+    )
+    try:
+        provider = engine.provider("ssm")
+        assert not isinstance(provider, ProviderError)
+        here, gone = (next(iter(s.refs.values())) for s in engine.config.secrets)
+        checked = provider.check([here, gone])
+        assert checked[here] is None
+        assert isinstance(checked[gone], Unverified), checked[gone]
+        assert checked[gone].reason.endswith("it is judged when read, next cycle")
+    finally:
+        engine.close()
 
 
 def test_by_name_securestring_key_and_version(tmp_path, aws, ssm, base):

@@ -33,7 +33,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.base import ProviderContext, json_field
+from providers.base import ProviderContext, Unverified, json_field
 from providers.vault import VaultProvider, VaultProviderConfig, VaultRef
 from providers.vault.metadata import timestamp
 from syncd.calls import CallCounter
@@ -180,6 +180,9 @@ def test_kv1_reads_without_versions(
     p = dev_provider(h, env, mount="kv1", kv_version=1)
     r = ref(f"{prefix}/api", key="token")
     assert p.versions([r]) == {r: None}
+    # without metadata doctor can't tell it's there: a warning, never a pass
+    checked = p.check([r])[r]
+    assert isinstance(checked, Unverified) and "no metadata to look at" in checked.reason
     got = p.fetch([r])
     assert value_of(got[r]) == value.encode()
     assert got[r].token is None  # type: ignore[union-attr]
