@@ -203,6 +203,25 @@ def sa_token(api: Any, ns: str, sa: str) -> str:
     )
 
 
+def bind_shipped_role(api: Any, ns: str, *, drop: tuple[str, ...] = ()) -> None:
+    """ServiceAccount ``syncd`` bound to ``config/rbac/role.yaml`` in ``ns``, minus the verbs
+    in ``drop`` (a Role from an older release)."""
+    role = yaml.safe_load((ROOT / "config" / "rbac" / "role.yaml").read_text())
+    for rule in role["rules"]:
+        rule["verbs"] = [v for v in rule["verbs"] if v not in drop]
+    api.CoreV1Api().create_namespaced_service_account(ns, {"metadata": {"name": "syncd"}})
+    rbac = api.RbacAuthorizationV1Api()
+    rbac.create_namespaced_role(ns, role)
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "syncd"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "syncd"},
+            "subjects": [{"kind": "ServiceAccount", "name": "syncd", "namespace": ns}],
+        },
+    )
+
+
 def token_kubeconfig(api: Any, kube_env: dict[str, str], ns: str, sa: str, path: Path) -> str:
     """A kubeconfig straight to the API server with ServiceAccount ``ns/sa``'s token."""
     return write_kubeconfig(

@@ -9,7 +9,6 @@ every cycle; version Secrets are listed as metadata only; closing ends every wat
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import time
@@ -23,12 +22,13 @@ from syncd.config import load_config
 from syncd.engine import CycleResult, Engine
 from syncd.targets.kubernetes.cache import Informer
 from syncd.targets.kubernetes.target import KubernetesTarget
-from tests.conftest import ROOT, new_value, wait_until
+from tests.conftest import new_value, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns, project, proxy: fixtures
     Hold,
     Project,
     Proxy,
     Rule,
+    bind_shipped_role,
     container,
     deployment,
     ns_fixture,
@@ -174,32 +174,12 @@ def test_expired_watch_lists_again_and_misses_nothing(proxy: Proxy, project, ns,
         engine.close()
 
 
-def _role(api: Any, ns: str, *, watch: bool) -> None:
-    """The shipped Role bound to ServiceAccount ``syncd`` (without ``watch`` if asked)."""
-    role = yaml.safe_load((ROOT / "config" / "rbac" / "role.yaml").read_text())
-    if not watch:
-        role = copy.deepcopy(role)
-        for rule in role["rules"]:
-            rule["verbs"] = [v for v in rule["verbs"] if v != "watch"]
-    api.CoreV1Api().create_namespaced_service_account(ns, {"metadata": {"name": "syncd"}})
-    rbac = api.RbacAuthorizationV1Api()
-    rbac.create_namespaced_role(ns, role)
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "syncd"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "syncd"},
-            "subjects": [{"kind": "ServiceAccount", "name": "syncd", "namespace": ns}],
-        },
-    )
-
-
 @pytest.mark.parametrize("watch", [True, False], ids=["shipped-role", "no-watch-verb"])
 def test_rbac_with_and_without_watch(api, kube_env, project, ns, tmp_path, caplog, watch):
     """The shipped Role lets the cache watch (a no-change cycle is free); a Role from before
     the cache (no ``watch``) still syncs, listing every cycle, and says why once per kind."""
     caplog.set_level(logging.WARNING, logger="syncd.targets.kubernetes")
-    _role(api, ns, watch=watch)
+    bind_shipped_role(api, ns, drop=() if watch else ("watch",))
     granted = token_kubeconfig(api, kube_env, ns, "syncd", tmp_path / "sa.kubeconfig")
     engine = _watching(_secrets(project, kubeconfig=granted))
     try:

@@ -21,8 +21,9 @@ import yaml
 from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.errors import SyncdError
-from tests.conftest import ROOT, new_value, wait_until
+from tests.conftest import new_value, wait_until
 from tests.integration.kube_util import (  # noqa: F401 - ns, project: fixtures
+    bind_shipped_role,
     container,
     deployment,
     ns_fixture,
@@ -617,19 +618,9 @@ def test_in_place_never_overwrites_another_managed_secret(api, project, ns):
 
 
 def test_shipped_role_is_enough_and_needed(api, kube_env, project, ns, tmp_path):
-    core, rbac = api.CoreV1Api(), api.RbacAuthorizationV1Api()
-    core.create_namespaced_service_account(ns, {"metadata": {"name": "syncd"}})
+    core = api.CoreV1Api()
+    bind_shipped_role(api, ns)
     core.create_namespaced_service_account(ns, {"metadata": {"name": "nobody"}})
-    role = yaml.safe_load((ROOT / "config" / "rbac" / "role.yaml").read_text())
-    rbac.create_namespaced_role(ns, role)
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "syncd"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "syncd"},
-            "subjects": [{"kind": "ServiceAccount", "name": "syncd", "namespace": ns}],
-        },
-    )
     pod = {"containers": [container(envFrom=[{"secretRef": {"name": "api-key"}}])]}
     api.AppsV1Api().create_namespaced_deployment(ns, deployment("web", pod, revisionHistoryLimit=0))
     api.BatchV1Api().create_namespaced_cron_job(
