@@ -21,7 +21,7 @@ from syncd.cli.output import (
     print_status,
     result_body,
 )
-from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation, build_parser
+from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation
 from syncd.display import shown
 
 if TYPE_CHECKING:
@@ -137,18 +137,6 @@ def cmd_completion(shell: str) -> int:
 
     print(shellcode(["syncd"], shell=shell))
     return EXIT_OK
-
-
-def complete_if_asked() -> None:
-    """Answer a shell's completion request (argcomplete's protocol) and exit; otherwise
-    return at once without importing anything."""
-    import os
-
-    if "_ARGCOMPLETE" not in os.environ:
-        return
-    import argcomplete
-
-    argcomplete.autocomplete(build_parser())
 
 
 def cmd_names(config: Config, *, output: str) -> int:
