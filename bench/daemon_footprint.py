@@ -224,7 +224,7 @@ def rows(points: list[Footprint], bare: float) -> list[Row]:
         found.append(
             Row(
                 group="Daemon footprint",
-                what=f"CPU per no-change cycle, {p.count:,} secrets",
+                what=f"CPU per no-change cycle, {p.count:,} secret{'s' if p.count > 1 else ''}",
                 syncd=round(statistics.median(p.cpu_s), 3),
                 unit="CPU s",
                 note=f"median of {len(p.cpu_s)} cycles asked for with POST /sync "
