@@ -1,15 +1,17 @@
-"""Provider calls per cycle for 1,000 AWS secrets: syncd versus reading every value each cycle.
+"""Provider calls per cycle for AWS Secrets Manager and SSM: syncd, one read per secret, floor.
 
-The naive way is what External Secrets Operator does on each refresh: one GetSecretValue (or
-GetParameter) per secret per cycle, 1,000 calls whether anything changed or not. syncd lists
-metadata first and reads only what changed. Runs against moto:
+One read per secret per refresh is what External Secrets Operator does: one GetSecretValue (or
+GetParameter) per secret, N calls whether anything changed or not. syncd lists metadata and
+reads only what changed. The floor: Secrets Manager lists at most 100 secrets a ListSecrets
+page, so a no-change cycle needs ceil(N/100) calls; SSM describes at most 50 parameters a
+DescribeParameters page, ceil(N/50). A change adds one read.
 
-    scripts/backends up aws
-    .venv/bin/python bench/calls_aws.py [--count 1000] [--skip-ssm]
+Runs against moto (``scripts/backends env aws``). Counts come from syncd's own call counter
+(every HTTP attempt, every page), so they are what AWS would bill and throttle. moto pages
+DescribeParameters by 10 whatever MaxResults asks, so the SSM goal is judged against the floor
+at moto's page size (ceil(N/10)), and the AWS floor is reported beside it.
 
-Counts come from syncd's own call counter (every HTTP attempt, every page), so this is the
-number AWS would bill and throttle. Note: moto pages DescribeParameters by 10 whatever
-MaxResults asks; AWS returns up to 50, so real SSM change detection costs a fifth as much.
+    .venv/bin/python bench/calls_aws.py [--rows] [--full] [--count N] [--skip-ssm]
 """
 
 from __future__ import annotations
@@ -18,68 +20,58 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syncd.config import load_config  # noqa: E402
-from syncd.engine import Engine  # noqa: E402
+from bench import calls_common as calls  # noqa: E402
+from bench.rows import Row, note  # noqa: E402
 from tests.backends import require_env  # noqa: E402
 
-
-def moto_env() -> dict[str, str]:
-    return require_env("aws")
-
-
-def engine(workdir: Path, provider: dict[str, Any], secrets: list[dict[str, Any]]) -> Engine:
-    doc = {
-        "providers": {"aws": provider},
-        "target": {"type": "files", "directory": "out"},
-        "secrets": secrets,
-    }
-    path = workdir / "syncd.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return Engine(load_config(path))
-
-
-def cycle_calls(eng: Engine) -> tuple[int, dict[str, int], float]:
-    before = eng.calls.snapshot().get("aws", {})
-    started = time.monotonic()
-    result = eng.run_cycle()
-    elapsed = time.monotonic() - started
-    if not result.ok:
-        sys.exit(f"cycle failed: {[i.error for i in result.items if i.error][:3]}")
-    after = result.calls.get("aws", {})
-    ops = {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
-    return sum(ops.values()), ops, elapsed
+#: Threads seeding and cleaning up (moto answers one at a time, but HTTP round trips overlap).
+SEED_THREADS = 8
+#: moto's DescribeParameters page, whatever MaxResults asks (AWS: up to 50).
+MOTO_DESCRIBE_PAGE = 10
+PRICES = {
+    "aws-secrets-manager": calls.Price(
+        0.05, "AWS Secrets Manager list price: $0.05 per 10,000 API calls"
+    ),
+    "aws-ssm": calls.Price(
+        0.05,
+        "SSM Parameter Store: standard-tier API interactions are free at standard throughput "
+        "(then both cost $0); priced here at the higher-throughput rate, $0.05 per 10,000",
+    ),
+}
 
 
-def run(
-    kind: str, count: int, env: dict[str, str]
-) -> list[tuple[str, str, int, dict[str, int], float]]:
-    endpoint = env["AWS_ENDPOINT_URL"]
+def seed(kind: str, endpoint: str, names: list[str]) -> tuple[dict[str, str], Any, Any]:
+    """Create the secrets; their ids, a function changing one, and one cleaning all up."""
     tag = uuid.uuid4().hex[:8]
-    names = [f"k{i:04d}" for i in range(count)]
     if kind == "aws-secrets-manager":
         client = boto3.client("secretsmanager", endpoint_url=endpoint)
         ids = {n: f"bench-{tag}/{n}" for n in names}
-        for n in names:
+
+        def put(n: str) -> None:
             client.create_secret(Name=ids[n], SecretString=f"value-{uuid.uuid4().hex}")
 
         def change(n: str) -> None:
             client.put_secret_value(SecretId=ids[n], SecretString=f"value-{uuid.uuid4().hex}")
 
+        def drop(chunk: list[str]) -> None:
+            for n in chunk:
+                client.delete_secret(SecretId=ids[n], ForceDeleteWithoutRecovery=True)
+
     else:
         client = boto3.client("ssm", endpoint_url=endpoint)
         ids = {n: f"/bench-{tag}/{n}" for n in names}
-        for n in names:
+
+        def put(n: str) -> None:
             client.put_parameter(
                 Name=ids[n], Value=f"value-{uuid.uuid4().hex}", Type="SecureString"
             )
@@ -89,42 +81,77 @@ def run(
                 Name=ids[n], Value=f"value-{uuid.uuid4().hex}", Type="SecureString", Overwrite=True
             )
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        eng = engine(
-            Path(tmp),
-            {"type": kind, "endpoint_url": endpoint},
-            [{"name": n, "from": {"provider": "aws", "name": ids[n]}} for n in names],
-        )
-        rows.append((kind, "first sync", *cycle_calls(eng)))
-        rows.append((kind, "no change", *cycle_calls(eng)))
-        change(names[count // 2])
-        rows.append((kind, "one change", *cycle_calls(eng)))
-        eng.close()
-    return rows
+        def drop(chunk: list[str]) -> None:
+            client.delete_parameters(Names=[ids[n] for n in chunk])
+
+    with ThreadPoolExecutor(SEED_THREADS) as pool:
+        list(pool.map(put, names))
+
+    def cleanup() -> None:
+        chunks = [names[i : i + 10] for i in range(0, len(names), 10)]
+        with ThreadPoolExecutor(SEED_THREADS) as pool:
+            list(pool.map(drop, chunks))
+
+    return ids, change, cleanup
+
+
+def floors(kind: str, count: int) -> tuple[calls.Floor, str]:
+    """The floor the goal is judged against, and the note on the emulator's limit."""
+    if kind == "aws-secrets-manager":
+        return calls.Floor(
+            calls.pages(count, 100), "ceil(N/100) ListSecrets pages of 100 (+1 read)"
+        ), ""
+    aws = calls.pages(count, 50)
+    moto = calls.pages(count, MOTO_DESCRIBE_PAGE)
+    return (
+        calls.Floor(
+            moto, f"ceil(N/{MOTO_DESCRIBE_PAGE}) DescribeParameters pages at moto's page size"
+        ),
+        f"moto pages DescribeParameters by {MOTO_DESCRIBE_PAGE} whatever MaxResults asks; "
+        f"on AWS (50 a page) the floor is ceil(N/50) = {aws} (+1 read on a change)",
+    )
+
+
+def run(kind: str, count: int, endpoint: str) -> tuple[list[Row], int]:
+    """Rows for one provider at one count, and syncd's no-change calls for the cost rows."""
+    note(f"{kind}: seeding {count:,} secrets")
+    names = [f"k{i:05d}" for i in range(count)]
+    ids, change, cleanup = seed(kind, endpoint, names)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            eng = calls.engine(
+                Path(tmp),
+                {"aws": {"type": kind, "endpoint_url": endpoint}},
+                [{"name": n, "from": {"provider": "aws", "name": ids[n]}} for n in names],
+            )
+            try:
+                cycles = calls.run_cycles(eng, "aws", lambda: change(names[count // 2]))
+            finally:
+                eng.close()
+    finally:
+        cleanup()
+    floor, limits = floors(kind, count)
+    return calls.call_rows(kind, count, cycles, floor, limits), cycles[1].total
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--skip-ssm", action="store_true")
-    args = parser.parse_args()
-    env = moto_env()
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--skip-ssm", action="store_true")
+
+    args = calls.parse_args(__doc__, extra)
+    env = require_env("aws")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         os.environ[key] = env[key]
     os.environ.pop("AWS_ENDPOINT_URL", None)
     kinds = ["aws-secrets-manager"] + ([] if args.skip_ssm else ["aws-ssm"])
-    rows = [row for kind in kinds for row in run(kind, args.count, env)]
-    naive = args.count
-    print(f"{args.count} secrets; naive = one value read per secret per cycle = {naive} calls\n")
-    print(
-        "| provider | cycle | syncd calls | naive calls | fewer | time | syncd calls by operation |"
-    )
-    print("|---|---|---:|---:|---:|---:|---|")
-    for kind, label, total, ops, elapsed in rows:
-        ratio = f"{naive / total:.0f}x" if total else "-"
-        detail = ", ".join(f"{op} {n}" for op, n in sorted(ops.items()))
-        print(f"| {kind} | {label} | {total} | {naive} | {ratio} | {elapsed:.2f}s | {detail} |")
+    rows: list[Row] = []
+    for kind in kinds:
+        measured: dict[int, int] = {}
+        for count in args.counts:
+            found, measured[count] = run(kind, count, env["AWS_ENDPOINT_URL"])
+            rows += found
+        rows += calls.cost_rows(kind, PRICES[kind], measured, (1000, 10_000))
+    calls.output(rows, args.rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -145,9 +145,15 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(names), DESCRIBE_VALUES):
             chunk = names[start : start + DESCRIBE_VALUES]
+            unseen = set(chunk)
             try:
                 for meta in self._describe({"Key": "Name", "Option": "Equals", "Values": chunk}):
                     found[meta["Name"]] = meta
+                    unseen.discard(meta["Name"])
+                    if not unseen:
+                        # every name is described: a further page could only be empty, and
+                        # AWS (and moto) hand out a NextToken after a full last page
+                        break
             except AwsCallError as exc:
                 for ref in named:
                     if ref.name in chunk:
@@ -160,22 +166,21 @@ class AwsSsmProvider(Provider[AwsSsmConfig, AwsSsmRef]):
                 self.note_expiry(ref, _expiration([listed] if listed is not None else []))
         return result
 
-    def _describe(self, parameter_filter: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(
-            self.aws.pages(
-                self.client,
-                "DescribeParameters",
-                result_key="Parameters",
-                ParameterFilters=[parameter_filter],
-                MaxResults=DESCRIBE_PAGE,
-            )
+    def _describe(self, parameter_filter: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Parameters matching the filter, one page (one call) fetched as the caller reads."""
+        return self.aws.pages(
+            self.client,
+            "DescribeParameters",
+            result_key="Parameters",
+            ParameterFilters=[parameter_filter],
+            MaxResults=DESCRIBE_PAGE,
         )
 
     def _path_version(self, ref: AwsSsmRef) -> str | ProviderError | None:
         assert ref.path is not None
         option = "Recursive" if ref.recursive else "OneLevel"
         try:
-            metas = self._describe({"Key": "Path", "Option": option, "Values": [ref.path]})
+            metas = list(self._describe({"Key": "Path", "Option": option, "Values": [ref.path]}))
         except AwsCallError as exc:
             return self.error(ref, str(exc), transient=exc.transient)
         self.note_expiry(ref, _expiration(metas))

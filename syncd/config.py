@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -366,7 +366,6 @@ class Config:
     daemon: DaemonSettings
     prune: bool
     instance: str
-    raw: dict[str, Any] = field(repr=False)
     #: every file this config was read from (itself, then its ``extends`` bases)
     files: tuple[Path, ...] = ()
 
@@ -421,7 +420,6 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
         daemon=loose.daemon,
         prune=loose.prune,
         instance=loose.instance,
-        raw=data,
         files=files,
     )
 

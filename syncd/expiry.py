@@ -18,8 +18,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cryptography import x509
-
 from providers.base import Ref
 
 #: Where a value came from: its reference and the version token it was read at.
@@ -38,6 +36,8 @@ def certificate_expiry(value: bytes) -> float | None:
     """
     soonest: float | None = None
     for block in _CERTIFICATE.finditer(value):
+        from cryptography import x509  # only for a value holding a certificate: ~40 ms
+
         try:
             certificate = x509.load_pem_x509_certificate(block.group())
         except ValueError:  # a garbled block: not a certificate this value can be judged by

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,6 +40,10 @@ class PluginError(LookupError):
 
 
 def _plugins(builtin: dict[str, str], group: str) -> dict[str, str]:
+    """Built-in and entry-point plugins (importlib.metadata only here: a built-in's lookup
+    doesn't pay for it)."""
+    from importlib.metadata import entry_points
+
     found = dict(builtin)
     for ep in entry_points(group=group):
         found.setdefault(ep.name, ep.value)

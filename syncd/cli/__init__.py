@@ -23,9 +23,11 @@ from syncd.cli.parser import (
     EXIT_USAGE,
     UsageError,
     build_parser,
+    complete_if_asked,
     parse,
     print_usage_error,
 )
+from syncd.errors import SyncdError
 
 __all__ = [
     "EXIT_CHANGES",
@@ -39,10 +41,6 @@ __all__ = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncd`` console script: every failure is one ``error:`` line."""
-    from syncd.cli.commands import complete_if_asked, dispatch
-    from syncd.errors import SyncdError
-    from syncd.redact import REDACTOR
-
     complete_if_asked()
     try:
         try:
@@ -51,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_usage_error(exc)
         except SystemExit as exc:  # --help printed
             return int(exc.code or 0)
+        # imported only now: --help and a usage error don't pay for every command's imports
+        from syncd.cli.commands import dispatch
+
         return dispatch(invocation)
     except BrokenPipeError:
         # the reader went away (syncd schema | head): not an error of ours; keep Python from
@@ -60,10 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except SyncdError as exc:
+        from syncd.redact import REDACTOR
+
         print(f"error: {REDACTOR.redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug must still end in one line, never quoting a value
         import logging
+
+        from syncd.redact import REDACTOR
 
         logging.getLogger("syncd").debug("internal error", exc_info=True)
         detail = REDACTOR.redact(f"{type(exc).__name__}: {exc}")

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Never, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Never, TextIO
 
 from syncd.progress import ProgressHook
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class CycleBar:
@@ -40,6 +41,8 @@ class CycleBar:
         try:
             bar = self._bar
             if bar is None or stage != self._stage or total != bar.total:
+                from tqdm import tqdm  # only once a bar is drawn: --once off a terminal skips it
+
                 self.close()
                 self._stage = stage
                 bar = tqdm(
@@ -62,6 +65,8 @@ class CycleBar:
         if self._bar is None or self._broken:
             self._stream.write(text)
             return
+        from tqdm import tqdm
+
         tqdm.write(text, file=self._stream, end="")
 
     def flush(self) -> None:

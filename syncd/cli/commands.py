@@ -7,10 +7,8 @@ Heavy imports (the engine, pydantic, the SDKs) happen inside the commands, so ``
 from __future__ import annotations
 
 import json
-import platform
 import re
 import sys
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from syncd.cli.output import (
@@ -21,7 +19,7 @@ from syncd.cli.output import (
     print_status,
     result_body,
 )
-from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation, build_parser
+from syncd.cli.parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Invocation
 from syncd.display import shown
 
 if TYPE_CHECKING:
@@ -72,6 +70,8 @@ def cmd_schema() -> int:
 def installed_extras() -> dict[str, dict[str, str | None]]:
     """Per extra, each package it needs and its installed version (``None``: missing),
     read from syncd's own metadata so the list can't drift from ``pyproject.toml``."""
+    from importlib import metadata
+
     found: dict[str, dict[str, str | None]] = {extra: {} for extra in _EXTRAS}
     for requirement in metadata.requires("syncd") or []:
         marker = re.search(r"""extra\s*==\s*["']([\w-]+)["']""", requirement)
@@ -87,6 +87,9 @@ def installed_extras() -> dict[str, dict[str, str | None]]:
 
 
 def syncd_version() -> str:
+    """The installed syncd's version (the source tree's when it isn't installed)."""
+    from importlib import metadata
+
     try:
         return metadata.version("syncd")
     except metadata.PackageNotFoundError:  # run from a source tree that isn't installed
@@ -98,6 +101,8 @@ def syncd_version() -> str:
 def cmd_version(*, output: str, short: bool = False) -> int:
     """syncd's version, Python's, and which extras can run here (``short``: ``--version``,
     the version alone)."""
+    import platform
+
     if short:
         print(f"syncd {syncd_version()}")
         return EXIT_OK
@@ -137,18 +142,6 @@ def cmd_completion(shell: str) -> int:
 
     print(shellcode(["syncd"], shell=shell))
     return EXIT_OK
-
-
-def complete_if_asked() -> None:
-    """Answer a shell's completion request (argcomplete's protocol) and exit; otherwise
-    return at once without importing anything."""
-    import os
-
-    if "_ARGCOMPLETE" not in os.environ:
-        return
-    import argcomplete
-
-    argcomplete.autocomplete(build_parser())
 
 
 def cmd_names(config: Config, *, output: str) -> int:

@@ -427,6 +427,18 @@ class Invocation:
             raise AttributeError(name) from None
 
 
+def complete_if_asked() -> None:
+    """Answer a shell's completion request (argcomplete's protocol) and exit; otherwise
+    return at once without importing anything."""
+    import os
+
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+
+    argcomplete.autocomplete(build_parser())
+
+
 def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Invocation:
     """Parse ``argv``, apply ``SYNCD_*`` variables where their flag applies, and refuse a
     flag given where it doesn't (``UsageError``)."""

@@ -312,8 +312,10 @@ def test_third_party_plugins_register_through_entry_points(monkeypatch, tmp_path
     plugin = EntryPoint(
         name="acme-memory", value="tests.unit.memory_target:MemoryTarget", group="syncd.targets"
     )
+    # the registry imports entry_points when it looks beyond the built-ins
     monkeypatch.setattr(
-        registry, "entry_points", lambda group: [plugin] if group == "syncd.targets" else []
+        "importlib.metadata.entry_points",
+        lambda group: [plugin] if group == "syncd.targets" else [],
     )
     path = tmp_path / "syncd.yaml"
     path.write_text(MINIMAL.replace("{type: files, directory: ./out}", "{type: acme-memory}"))
