@@ -43,12 +43,18 @@ from tests.backends import require_env  # noqa: E402
 
 GROUP = "Cold sync"
 REQUESTS = "Target requests"
+#: The label on the Events syncd writes.
+EVENTS_LABEL = "app.kubernetes.io/managed-by=syncd"
 #: Slack on the fitted exponent before "linear" counts as missed: two points on a shared
 #: machine are noisy.
 LINEAR = 1.1
 
-#: A naive cold sync: (values, place) -> None, writing every value one at a time.
+#: A naive cold sync: writes every value, one at a time.
 Naive = Callable[[dict[str, str]], None]
+#: What else syncd wrote in the target during its cold sync, for the row's note ('' if nothing).
+Extra = Callable[[], str]
+#: What a target gives a measurement: syncd's ``target:`` block, the naive way, the extras.
+Place = tuple[dict[str, Any], Naive, Extra]
 
 
 def fit_exponent(points: list[tuple[int, float]]) -> float:
@@ -93,6 +99,11 @@ def syncd_cold(
     return seconds, fresh_cycle(folder / "syncd.yaml")[1]
 
 
+def nothing() -> str:
+    """No extras: syncd wrote only the secrets."""
+    return ""
+
+
 def timed(naive: Naive, values: dict[str, str]) -> float:
     start = time.perf_counter()
     naive(values)
@@ -100,7 +111,7 @@ def timed(naive: Naive, values: dict[str, str]) -> float:
 
 
 @contextmanager
-def files_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any], Naive]]:
+def files_target(folder: Path, prefix: str) -> Iterator[Place]:
     """The files target into ``folder/out``; naive: write and fsync each file in ``naive/``."""
     naive_dir = folder / "naive"
     naive_dir.mkdir()
@@ -114,11 +125,11 @@ def files_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any], Na
             finally:
                 os.close(fd)
 
-    yield {"type": "files", "directory": str(folder / "out")}, naive
+    yield {"type": "files", "directory": str(folder / "out")}, naive, nothing
 
 
 @contextmanager
-def kubernetes_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any], Naive]]:
+def kubernetes_target(folder: Path, prefix: str) -> Iterator[Place]:
     """Two fresh namespaces: syncd's, and the naive creates'. Both deleted afterwards."""
     env = require_env("kubernetes")
     from kubernetes import client, config
@@ -135,10 +146,17 @@ def kubernetes_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any
                 theirs, {"metadata": {"name": name}, "stringData": {"value": value}}
             )
 
+    def events() -> str:
+        """The Events syncd wrote beside its Secrets: its requests, not counted as the
+        target's (a GET and a create each)."""
+        written = core.list_namespaced_event(ours, label_selector=EVENTS_LABEL).items
+        return f"; syncd also wrote {len(written):,} Events (a GET + a create each)"
+
     try:
         yield (
             {"type": "kubernetes", "namespace": ours, "kubeconfig": env["KUBECONFIG"]},
             naive,
+            events,
         )
     finally:
         for ns in (ours, theirs):
@@ -146,7 +164,7 @@ def kubernetes_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any
 
 
 @contextmanager
-def swarm_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any], Naive]]:
+def swarm_target(folder: Path, prefix: str) -> Iterator[Place]:
     """The test swarm; everything named with this run's ``prefix`` is removed afterwards."""
     env = require_env("swarm")
     import docker
@@ -161,6 +179,7 @@ def swarm_target(folder: Path, prefix: str) -> Iterator[tuple[dict[str, Any], Na
         yield (
             {"type": "swarm", "docker_host": env["DOCKER_HOST"], "key_config": f"{prefix}-key"},
             naive,
+            nothing,
         )
     finally:
         for secret in api.secrets(filters={"name": prefix}) + api.secrets(
@@ -235,9 +254,10 @@ def measure(report: Report, target: str, sizes: list[int], note_text: str) -> No
         values = {f"{prefix}-{i:05d}": secrets.token_urlsafe(24) for i in range(n)}
         instance = f"bench-{prefix}"
         place = TARGETS[target]
-        with tempfile.TemporaryDirectory() as tmp, place(Path(tmp), prefix) as (spec, naive):
+        with tempfile.TemporaryDirectory() as tmp, place(Path(tmp), prefix) as (spec, naive, extra):
             note(f"cold sync: {target}, {n:,} secrets")
             seconds, again = syncd_cold(Path(tmp), spec, values, instance)
+            extras = extra()
             baseline = timed(naive, values)
         reads = no_change_rows(report, target, n, again, first)
         first = reads if first is None else first
@@ -251,7 +271,7 @@ def measure(report: Report, target: str, sizes: list[int], note_text: str) -> No
                 "secrets/s",
                 NAIVE[target],
                 n / baseline,
-                note=f"syncd {seconds:.2f} s, naive {baseline:.2f} s; higher is better",
+                note=f"syncd {seconds:.2f} s, naive {baseline:.2f} s; higher is better{extras}",
             )
         )
     k, naive_k = fit_exponent(ours), fit_exponent(theirs)

@@ -35,17 +35,19 @@ EXPECTED = (
     "calls_vault",
     "calls_aws",
     "calls_azure",
-    "daemon_footprint",
-    "nochange_files",
     "cold_sync",
+    "nochange_files",
     "kubernetes_cycle",
-    "swarm_rotation",
     "propagation",
+    "swarm_rotation",
+    "daemon_footprint",
 )
 #: Files in bench/ that are not benches.
 NOT_BENCHES = frozenset({"rows", "table", "syncd_daemon", "__init__"})
 #: How many stderr lines a failed line shows.
 TAIL_LINES = 4
+#: What ``bench/run`` writes: changes there don't make the measured tree "uncommitted".
+UNCOUNTED = (":!README.md", ":!bench/RESULTS.md")
 README_START = "<!-- bench:table:start -->"
 README_END = "<!-- bench:table:end -->"
 
@@ -79,13 +81,19 @@ def tail(text: str) -> str:
     return "\n".join(lines[-TAIL_LINES:])
 
 
+def skipped(name: str, why: str) -> Outcome:
+    """A bench that could not be run at all."""
+    print(f"bench/run: {name}: FAILED ({why})", file=sys.stderr, flush=True)
+    return Outcome(name, failure=why)
+
+
 def run_script(name: str, *, full: bool, timeout: float, python: str) -> Outcome:
     """Run one bench in ``--rows`` mode and collect what it printed."""
     path = BENCH / f"{name}.py"
     if not path.exists():
-        return Outcome(name, failure=f"missing: bench/{name}.py does not exist")
+        return skipped(name, "missing: the script does not exist")
     if not has_rows_mode(path):
-        return Outcome(name, failure=f"bench/{name}.py has no --rows mode")
+        return skipped(name, "no --rows mode")
     command = [python, str(path), "--rows", *(["--full"] if full else [])]
     print(f"bench/run: {name} ...", file=sys.stderr, flush=True)
     start = time.monotonic()
@@ -206,7 +214,8 @@ class Report:
 
 
 def commit() -> str:
-    """The commit measured, marked when the tree had uncommitted changes."""
+    """The commit measured, marked when the tree had uncommitted changes (other than the
+    files ``bench/run`` itself writes)."""
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         check=False,
@@ -215,7 +224,7 @@ def commit() -> str:
         text=True,
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *UNCOUNTED],
         check=False,
         cwd=ROOT,
         capture_output=True,
