@@ -12,7 +12,9 @@ consumer's own rollout time. Overhead = syncd's time - the paired by-hand time.
 In refresh mode the time until the refresh fires is by design (uniform over 0-30 s, the
 upstream change lands at a random moment), so the overhead there is counted from the start
 of the cycle that picked the change up (its end, seen on ``/metrics``, minus its duration);
-the end-to-end time is in the note.
+the end-to-end time is in the note. An overhead below zero means syncd's rollout finished
+sooner than the paired one by hand: the cluster's own rollout time varies by a few tenths of
+a second, which is also why the by-hand rollouts are measured beside every rotation.
 
 Rotations: 20 with ``POST /sync``; 3 at the 30 s refresh (20 with ``--full``).
 
