@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -216,6 +217,7 @@ def main() -> int:
         for cfg in api.configs(filters={"name": prefix}):
             api.remove_config(cfg["ID"])
         api.close()
+        shutil.rmtree(work, ignore_errors=True)  # the config, the values and the trigger token
 
     if args.rows:
         report = Report(as_rows=True)
