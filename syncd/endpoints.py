@@ -21,7 +21,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from syncd.display import shown
 from syncd.trigger import BadRequest, requested_names
@@ -96,7 +96,7 @@ def handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
                 return
             path = self._path()
             if path == "/metrics":
-                data = generate_latest(daemon.metrics.registry)
+                data = daemon.metrics.exposition()
                 self._send(200, data, CONTENT_TYPE_LATEST, body=body)
             elif path in ("/healthz", "/readyz"):
                 problem = daemon.healthz() if path == "/healthz" else daemon.readyz()

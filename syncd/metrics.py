@@ -6,6 +6,8 @@ Labels carry secret names, provider names and operations; never a value or finge
 from __future__ import annotations
 
 import platform
+import threading
+import time
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +15,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
 
 from syncd import __version__
@@ -39,6 +42,9 @@ class Metrics:
         # the only one it serves.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = registry or CollectorRegistry()
+        #: the last rendering and when it started, shared by scrapes that waited for it
+        self._rendered: tuple[float, bytes] | None = None
+        self._render_lock = threading.Lock()
         r = self.registry
         self.build_info = Gauge(
             "syncd_build_info",
@@ -123,6 +129,23 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, for ``/metrics``.
+
+        One rendering at a time: at 10,000 secrets one takes seconds of CPU, and scrapes
+        that each rendered their own would pile up (one thread per request). A scrape that
+        waited for a rendering which started after it arrived takes that one's output, so
+        what it gets is never older than the scrape.
+        """
+        arrived = time.monotonic()
+        with self._render_lock:
+            if self._rendered is not None and self._rendered[0] >= arrived:
+                return self._rendered[1]
+            started = time.monotonic()
+            data = generate_latest(self.registry)
+            self._rendered = (started, data)
+            return data
 
     def count_call(self, component: str, operation: str, status: str) -> None:
         """A ``CallCounter`` listener."""
