@@ -43,7 +43,7 @@ EXPECTED = (
     "daemon_footprint",
 )
 #: Files in bench/ that are not benches.
-NOT_BENCHES = frozenset({"rows", "table", "syncd_daemon", "__init__"})
+NOT_BENCHES = frozenset({"rows", "table", "syncd_daemon", "calls_common", "__init__"})
 #: How many stderr lines a failed line shows.
 TAIL_LINES = 4
 #: What ``bench/run`` writes: changes there don't make the measured tree "uncommitted".

@@ -48,6 +48,8 @@ from syncd.ratelimit import TokenBucket
 from syncd.retry_after import retry_after
 
 LIST_PAGE = 500
+#: A page of a metadata-only list: its items are a tenth of a whole Secret or less.
+METADATA_PAGE = 5000
 #: How long the server keeps one watch open before syncd opens the next (informers pick
 #: a few minutes too): also the longest a silently dead connection leaves a cache stale.
 WATCH_SECONDS = 290
@@ -387,7 +389,8 @@ class KubeClient:
         metadata_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Every object of a kind in a namespace, paginated by ``LIST_PAGE``; with
-        ``metadata_only``, only each object's metadata (``PartialObjectMetadataList``).
+        ``metadata_only``, only each object's metadata (``PartialObjectMetadataList``), by
+        ``METADATA_PAGE``.
 
         List items carry no ``kind``; it is filled in so callers can tell objects apart.
         """
@@ -407,7 +410,7 @@ class KubeClient:
         resource = _resource(kind)
         token = ""
         while True:
-            query = {"limit": str(LIST_PAGE)}
+            query = {"limit": str(METADATA_PAGE if metadata_only else LIST_PAGE)}
             if selector:
                 query["labelSelector"] = selector
             if token:
