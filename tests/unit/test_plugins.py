@@ -154,8 +154,7 @@ class Api:
     config: Path
 
     def write(self, secrets: list[dict[str, Any]], **provider: Any) -> Path:
-        block = {"type": "http-json", "url": self.url, "ca_file": "ca.pem"}
-        block["token_env"] = TOKEN_ENV
+        block = {"type": "http-json", "url": self.url, "ca_file": "ca.pem", "token_env": TOKEN_ENV}
         doc = {
             "providers": {"api": block | provider},
             "target": {"type": "files", "directory": "out"},
@@ -197,7 +196,7 @@ def api(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield Api(store, f"https://127.0.0.1:{server.server_address[1]}", tmp_path / "syncd.yaml")
     finally:
@@ -347,6 +346,17 @@ def test_an_unending_busy_answer_is_transient_and_a_denial_is_not(api: Api) -> N
     assert not denied.transient
 
 
+def test_a_server_whose_certificate_is_not_trusted_fails_permanently(api: Api) -> None:
+    api.store.put("a", new_value(), "v1")
+    config = yaml.safe_load(api.write([one("a", "a")]).read_text())
+    del config["providers"]["api"]["ca_file"]  # the system's CAs don't know the test's
+    api.config.write_text(yaml.safe_dump(config))
+    item = run(api.config).items[0]
+    assert (item.error or "").startswith(f"provider 'api', api:a: TLS with {api.url} failed: ")
+    assert not item.transient
+    assert api.calls() == [], "no request is sent over a connection that isn't trusted"
+
+
 def test_data_from_leaves_out_a_listed_name_that_is_not_valid(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -358,6 +368,7 @@ def test_data_from_leaves_out_a_listed_name_that_is_not_valid(
     assert result.ok, result.items
     out = api.config.parent / "out" / "app"
     assert sorted(p.name for p in out.iterdir()) == ["password", "user"]
+    assert result.calls["api"] == {"list": 2, "read": 2}, "list_keys, then versions"
     assert "left out a listed name that is not valid: 'app-../../etc'" in caplog.text
 
 
@@ -438,19 +449,18 @@ def test_a_broken_plugin_is_a_config_error_naming_its_package(
     assert message in text
 
 
-def test_two_packages_registering_one_name_are_both_named(site: Path) -> None:
+def test_two_packages_registering_one_name_are_both_named(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     install(site, "syncd-one", {"syncd.providers": {"twice": "one:P"}})
-    other = site / "other"
-    other.mkdir()
+    other = site.parent / "other-site"
     install(other, "syncd-two", {"syncd.providers": {"twice": "two:P"}})
-    import sys
-
-    sys.path.insert(1, str(other))
-    try:
-        with pytest.raises(PluginError, match="registered by package 'syncd-one' and package "):
-            provider_class("twice")
-    finally:
-        sys.path.remove(str(other))
+    monkeypatch.syspath_prepend(str(other))
+    with pytest.raises(PluginError) as caught:
+        provider_class("twice")
+    message = str(caught.value)
+    assert message.startswith("provider type 'twice' is registered by package ")
+    assert "'syncd-one'" in message and "'syncd-two'" in message
 
 
 def test_a_package_cannot_take_over_a_built_in_type(site: Path) -> None:
