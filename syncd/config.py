@@ -638,13 +638,12 @@ def _template(
 ) -> SecretTemplate | None:
     """The secret's template compiled, every name it reads checked against ``data``; an
     issue (and ``None``) when it can't be read or compiled or reads an unknown name."""
+    where: Loc = (*loc, "template" if spec.template is not None else "template_file")
+    file, line = reader.where(where)
+    written = f"{file}:{line}" if line else file
     if spec.template is not None:
-        file, line = reader.where((*loc, "template"))
-        source = spec.template
-        origin = f"{file}" + (f":{line}" if line else "") + f" ({format_loc((*loc, 'template'))})"
-        where: Loc = (*loc, "template")
+        source, origin = spec.template, f"{written} ({format_loc(where)})"
     elif spec.template_file is not None:
-        where = (*loc, "template_file")
         path = _template_path(reader, spec.template_file, where)
         if path is None:
             return None
@@ -652,7 +651,7 @@ def _template(
         text = _read_template(reader, path, where)
         if text is None:
             return None
-        source, origin = text, str(path)
+        source, origin = text, f"{path} ({format_loc(where)} in {written})"
     else:
         return None
     try:
