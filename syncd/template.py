@@ -7,9 +7,9 @@ sandbox (no access to internals), with ``StrictUndefined``, no loader (``include
 ``import`` and ``extends`` have nothing to read), no environment, a handful of filters, and
 three bounds on one render:
 
-- ``range`` may hand out at most ``MAX_ITERATIONS`` numbers in total, and repeating a text
-  or list (``*``), raising to a power (``**``) and ``%``-formatting a text are refused beyond
-  what a config could need;
+- ``range`` may hand out at most ``MAX_ITERATIONS`` numbers in total, repeating a text or
+  list (``*``) and raising to a power (``**``) are refused beyond what a config could need,
+  and ``%``-formatting a text and the text methods that pad or replace are refused;
 - the render stops once its output passes the target's size limit;
 - the render stops after ``TIME_BUDGET`` seconds of running template code (a line-level
   trace on the template's own frames), so a loop over nested lists that never calls
@@ -95,6 +95,43 @@ def _indent(value: object, width: int | str = 4, first: bool = False, blank: boo
     return do_indent(_text(value, "indent"), width, first, blank)
 
 
+#: The methods of a text a template may call.
+_TEXT_METHODS = frozenset(
+    {
+        "capitalize",
+        "casefold",
+        "count",
+        "endswith",
+        "find",
+        "index",
+        "isalnum",
+        "isalpha",
+        "isdigit",
+        "islower",
+        "isspace",
+        "isupper",
+        "join",
+        "lower",
+        "lstrip",
+        "partition",
+        "removeprefix",
+        "removesuffix",
+        "rfind",
+        "rindex",
+        "rpartition",
+        "rsplit",
+        "rstrip",
+        "split",
+        "splitlines",
+        "startswith",
+        "strip",
+        "swapcase",
+        "title",
+        "upper",
+    }
+)
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, with the operators that make big values from small ones bounded."""
 
@@ -115,6 +152,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if operator == "%" and isinstance(left, str):
             raise SecurityError("%-formatting a text is not allowed (use ~ and filters)")
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> None:
+        """No ``str.format``: the sandbox's own version still pads to any width."""
+        del value
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """Of a text's methods only those that can't make it much longer: ``center(10**9)``,
+        ``zfill``, ``expandtabs``, ``replace`` and ``format`` could build gigabytes in one
+        call, before any bound is looked at."""
+        if isinstance(obj, str) and attr not in _TEXT_METHODS:
+            return False
+        return super().is_safe_attribute(obj, attr, value)
 
 
 #: The filters a template may use.

@@ -70,6 +70,7 @@ def test_filters_users_need():
     assert render("x:\n{{ p | indent(2, first=true) }}", p="a\nb") == "x:\n  a\n  b"
     assert render("{{ p | trim | upper }}-{{ p | trim | lower }}", p=" Ab ") == "AB-ab"
     assert render("{{ p | default('none', true) }}", p="") == "none"
+    assert render("{{ p.split(':')[1].strip().upper() }}", p="a: b ") == "B"
 
 
 @pytest.mark.parametrize(
@@ -96,6 +97,9 @@ def test_a_template_that_reads_files_or_uses_what_is_not_offered_does_not_compil
         ("{{ lipsum(10) }}", "line 1: reads a name, attribute or item that is not defined"),
         ("{{ cycler }}{{ namespace }}", "line 1: reads a name"),
         ("{{ '%09999999d' % 1 }}", "line 1: uses a construct the sandbox forbids"),
+        ("{{ p.center(10**9) }}", "line 1: uses a construct the sandbox forbids"),
+        ("{{ p.replace('', p) }}", "line 1: uses a construct the sandbox forbids"),
+        ("{{ '{:>999999999}'.format(p) }}", "line 1: uses a construct the sandbox forbids"),
         ("{{ 'x' * 10**9 }}", "line 1: stopped: it repeats to more than"),
         ("{{ 2 ** 100000 }}", "line 1: stopped: it raises to a power above"),
         ("{{ p | indent(10**9) }}", "line 1: stopped: it indents wider than"),
