@@ -184,6 +184,7 @@ TargetT = TypeVar("TargetT", bound=BaseModel)
 Format = Literal["env", "yaml", "json"]
 #: Names a template gives meaning to: no ``data`` key of a templated secret may take one.
 RESERVED_NAMES = frozenset({"range"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEMPLATE_KEY = "{key}"
 KeyStyle = Literal["as-is", "snake", "upper", "kebab"]
 
@@ -327,7 +328,7 @@ class SecretSpec(_Strict, Generic[RefT]):
             raise ValueError(
                 "a template names the 'data' keys itself: 'key_style' and 'rename' don't apply"
             )
-        bad = [key for key in self.data if not key.isidentifier() or key in RESERVED_NAMES]
+        bad = [key for key in self.data if not _NAME.match(key) or key in RESERVED_NAMES]
         if bad:
             raise ValueError(
                 f"with a template, 'data' keys are template names: {', '.join(map(repr, bad))} "
