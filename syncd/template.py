@@ -206,9 +206,10 @@ _READS: dict[type[nodes.Node], str] = {
 class SecretTemplate:
     """A compiled template and where it was written (for messages)."""
 
-    #: ``syncd.yaml line 12 (secrets[2].template)`` or the template file's path
+    #: ``/etc/syncd.yaml:12 (secrets[2].template)``, or for a file
+    #: ``/etc/app.ini.j2 (secrets[2].template_file in /etc/syncd.yaml:12)``
     origin: str
-    #: a digest of the template's text, for the source reference: an edit re-renders
+    #: a digest of the template's text, a rendering setting: an edit makes a new version
     digest: str
     #: the names the template reads: each must be a key of the bundle
     variables: frozenset[str]
