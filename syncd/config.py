@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,12 @@ from pydantic import (
 
 from providers.base import Provider, ProviderConfig, Ref
 from syncd.config_keys import did_you_mean
-from syncd.config_yaml import Loc, Reader, load_tree
+from syncd.config_yaml import Loc, Reader, format_loc, load_tree
 from syncd.duration import Duration, Share
 from syncd.errors import ConfigError, ConfigIssue
 from syncd.registry import PluginError, provider_class, target_class
 from syncd.targets.base import DEFAULT_INSTANCE, Target, TargetConfig
+from syncd.template import SecretTemplate, TemplateError, compile_template, name_lines
 from syncd.window import Window
 
 _INSTANCE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -180,6 +182,9 @@ ProviderT = TypeVar("ProviderT", bound=BaseModel)
 TargetT = TypeVar("TargetT", bound=BaseModel)
 
 Format = Literal["env", "yaml", "json"]
+#: Names a template gives meaning to: no ``data`` key of a templated secret may take one.
+RESERVED_NAMES = frozenset({"range"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEMPLATE_KEY = "{key}"
 KeyStyle = Literal["as-is", "snake", "upper", "kebab"]
 
@@ -214,10 +219,30 @@ class SecretSpec(_Strict, Generic[RefT]):
         description="Rename bundle keys (or the {key} of for_each): snake (openai_api_key), "
         "upper (OPENAI_API_KEY) or kebab (openai-api-key).",
     )
+    rename: (
+        dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] | None
+    ) = Field(
+        None,
+        description="Rename bundle keys, after key_style: {OPENAI_API_KEY: openai-key}.",
+    )
     format: Format | None = Field(
         None, description="Render the bundle into one value (env, yaml or json)."
     )
-    refresh: Duration | None = Field(None, ge=1)
+    template: str | None = Field(
+        None,
+        description="Render the 'data' keys into one value with a Jinja2 template: "
+        "'postgres://{{ user }}:{{ password | urlencode }}@{{ host }}/app'.",
+    )
+    template_file: str | None = Field(
+        None,
+        description="Like 'template', from a file (relative to the config file, inside its "
+        "directory): a whole app.ini or config.json.",
+    )
+    refresh: Annotated[Duration, Field(ge=1)] | Literal["never"] | None = Field(
+        None,
+        description="How often to check the source; 'never' syncs once and then leaves the "
+        "secret alone (a bootstrap token).",
+    )
     keep: int | None = Field(None, ge=0, le=1000)
     timeout: Duration | None = Field(None, gt=0)
     max_shrink: Share | None = None
@@ -274,7 +299,74 @@ class SecretSpec(_Strict, Generic[RefT]):
             raise ValueError(
                 "'key_style' renames bundle keys; it needs 'data', 'data_from' or 'for_each'"
             )
+        if self.rename is not None and not self.is_bundle:
+            raise ValueError("'rename' renames bundle keys; it needs 'data' or 'data_from'")
+        self._check_template()
+        if self.refresh == "never":
+            if self.data_from is not None or self.for_each is not None:
+                raise ValueError(
+                    "'refresh: never' needs 'from' or 'data': a listing is read every cycle"
+                )
+            if self.group is not None:
+                raise ValueError("'refresh: never' can't join a group: it is never swapped")
+        if self.data is not None and not self.templated:
+            self._check_renamed(list(self.data))
         return self
+
+    def _check_template(self) -> None:
+        if self.template is not None and self.template_file is not None:
+            raise ValueError("give 'template' or 'template_file', not both")
+        if not self.templated:
+            return
+        if self.data is None:
+            raise ValueError(
+                "a template renders the keys of 'data' into one value; it needs 'data'"
+            )
+        if self.format is not None:
+            raise ValueError("give 'format' or a template, not both: each renders the bundle")
+        if self.key_style != "as-is" or self.rename is not None:
+            raise ValueError(
+                "a template names the 'data' keys itself: 'key_style' and 'rename' don't apply"
+            )
+        bad = [key for key in self.data if not _NAME.match(key) or key in RESERVED_NAMES]
+        if bad:
+            raise ValueError(
+                f"with a template, 'data' keys are template names: {', '.join(map(repr, bad))} "
+                "can't be one (letters, digits and '_', not starting with a digit; not "
+                f"{', '.join(sorted(RESERVED_NAMES))})"
+            )
+
+    def _check_renamed(self, keys: list[str]) -> None:
+        """Known keys: every ``rename`` entry names one, and no two keys land on one name."""
+        styled = {style_key(key, self.key_style): key for key in keys}
+        unknown = sorted(set(self.rename or {}) - set(styled))
+        if unknown:
+            raise ValueError(
+                f"'rename' names {', '.join(map(repr, unknown))}, which 'data' doesn't make "
+                "(rename applies after key_style)"
+            )
+        owners: dict[str, str] = {}
+        for key in sorted(keys):
+            out = self.output_key(key)
+            if out in owners:
+                raise ValueError(f"keys {owners[out]!r} and {key!r} both become {out!r}")
+            owners[out] = key
+
+    @property
+    def templated(self) -> bool:
+        """Whether a ``template``/``template_file`` renders this secret."""
+        return self.template is not None or self.template_file is not None
+
+    @property
+    def renders_one(self) -> bool:
+        """Whether a bundle is rendered into one value named after the secret (``format`` or
+        a template) rather than stored key by key."""
+        return self.format is not None or self.templated
+
+    def output_key(self, key: str) -> str:
+        """A bundle key as stored: ``key_style`` first, then ``rename``."""
+        styled = style_key(key, self.key_style)
+        return (self.rename or {}).get(styled, styled)
 
     @property
     def is_bundle(self) -> bool:
@@ -337,6 +429,10 @@ class Secret:
     #: the group's name; a secret without one is a group of its own
     group: str | None = None
     settle: float = 0.0
+    #: ``template``/``template_file``, compiled: renders the bundle into one value
+    template: SecretTemplate | None = None
+    #: ``refresh: never``: synced once, then left alone
+    once: bool = False
 
     @property
     def name(self) -> str:
@@ -407,7 +503,8 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
 
     providers = _validate_providers(reader, loose)
     target = _validate_target(reader, loose)
-    secrets = _validate_secrets(reader, loose, providers, target)
+    templates: list[Path] = []
+    secrets = _validate_secrets(reader, loose, providers, target, templates)
     if reader.issues:
         raise ConfigError(reader.issues)
     assert target is not None  # an invalid target always adds an issue
@@ -420,7 +517,7 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
         daemon=loose.daemon,
         prune=loose.prune,
         instance=loose.instance,
-        files=files,
+        files=(*files, *templates),
     )
 
 
@@ -465,7 +562,9 @@ def _validate_secrets(
     loose: ConfigFile[_LooseRef, _LooseBlock, _LooseBlock],
     providers: dict[str, tuple[type[Provider[Any, Any]], ProviderConfig]],
     target: tuple[type[Target[Any]], TargetConfig] | None,
+    templates: list[Path],
 ) -> list[Secret]:
+    """Every secret resolved; the template files read are added to ``templates``."""
     secrets: list[Secret] = []
     seen: dict[str, int] = {}
     for index, spec in enumerate(loose.secrets):
@@ -498,7 +597,8 @@ def _validate_secrets(
             checked = sample if spec.for_each is not None else spec
             for problem in target[0].validate_spec(checked, target[1]):
                 reader.issue(loc, problem)
-        if len(refs) == len(raw_refs):
+        template = _template(reader, spec, loc, templates)
+        if len(refs) == len(raw_refs) and (template is not None or not spec.templated):
             defaults = loose.defaults
             source = refs.pop("", None)
             secrets.append(
@@ -506,7 +606,7 @@ def _validate_secrets(
                     spec=spec,
                     refs=refs,
                     source=source,
-                    refresh=spec.refresh if spec.refresh is not None else defaults.refresh,
+                    refresh=(spec.refresh if isinstance(spec.refresh, float) else defaults.refresh),
                     keep=spec.keep if spec.keep is not None else defaults.keep,
                     timeout=spec.timeout if spec.timeout is not None else defaults.timeout,
                     max_shrink=(
@@ -516,6 +616,8 @@ def _validate_secrets(
                     window=spec.window if spec.window is not None else defaults.window,
                     group=spec.group,
                     settle=_settle(spec, defaults),
+                    template=template,
+                    once=spec.refresh == "never",
                 )
             )
     _check_groups(reader, secrets, seen)
@@ -524,6 +626,80 @@ def _validate_secrets(
         for index, problem in target[0].validate_set([spec for _, spec in placed], target[1]):
             reader.issue(("secrets", placed[index][0]), problem)
     return secrets
+
+
+#: The largest template file read (a config's app.ini, not a data file).
+MAX_TEMPLATE_BYTES = 256 * 1024
+
+
+def _template(
+    reader: Reader, spec: SecretSpec[Any], loc: Loc, templates: list[Path]
+) -> SecretTemplate | None:
+    """The secret's template compiled, every name it reads checked against ``data``; an
+    issue (and ``None``) when it can't be read or compiled or reads an unknown name."""
+    where: Loc = (*loc, "template" if spec.template is not None else "template_file")
+    file, line = reader.where(where)
+    written = f"{file}:{line}" if line else file
+    if spec.template is not None:
+        source, origin = spec.template, f"{written} ({format_loc(where)})"
+    elif spec.template_file is not None:
+        path = _template_path(reader, spec.template_file, where)
+        if path is None:
+            return None
+        templates.append(path)
+        text = _read_template(reader, path, where)
+        if text is None:
+            return None
+        source, origin = text, f"{path} ({format_loc(where)} in {written})"
+    else:
+        return None
+    try:
+        compiled = compile_template(source, origin)
+    except TemplateError as exc:
+        reader.issue(where, str(exc))
+        return None
+    unknown = sorted(compiled.variables - set(spec.data or {}))
+    if unknown:
+        lines = name_lines(source)
+        for name in unknown:
+            reader.issue(
+                where,
+                f"template {origin}, line {lines.get(name, '?')}: {name!r} is not a key of "
+                f"'data' (keys: {', '.join(sorted(spec.data or {}))})",
+            )
+        return None
+    return compiled
+
+
+def _template_path(reader: Reader, value: str, loc: Loc) -> Path | None:
+    """``template_file`` resolved against the config file that wrote it; it must stay in
+    that file's directory (a ``..`` or a symlink out of it is refused)."""
+    base = Path(reader.where(loc)[0]).parent.resolve()
+    path = (base / value).resolve()
+    if not path.is_relative_to(base):
+        reader.issue(loc, f"template_file {value!r} is outside the config's directory {base}")
+        return None
+    return path
+
+
+def _read_template(reader: Reader, path: Path, loc: Loc) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                reader.issue(loc, f"template_file {path} is not a regular file")
+                return None
+            raw = handle.read(MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        reader.issue(loc, f"can't read template_file {path}: {exc.strerror or exc}")
+        return None
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        reader.issue(loc, f"template_file {path} is larger than {MAX_TEMPLATE_BYTES} bytes")
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        reader.issue(loc, f"template_file {path} is not UTF-8 text")
+        return None
 
 
 def _settle(spec: SecretSpec[Any], defaults: Defaults) -> float:

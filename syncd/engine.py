@@ -51,6 +51,10 @@ from syncd.swap import Swap
 from syncd.targets.base import TARGET_COUNTER, TARGET_READS, Target, TargetContext
 from syncd.work import Work, describe, failed_item, is_transient
 
+#: What the plan says of a ``refresh: never`` secret that has its version.
+NEVER_NOTE = "refresh: never: synced once, left alone"
+#: ...and of one whose first version this cycle makes.
+ONCE_NOTE = "refresh: never: synced now, then left alone"
 log = logging.getLogger("syncd.engine")
 
 
@@ -387,10 +391,14 @@ class Engine:
     def _plan_values(self, works: Sequence[Work], key: bytes) -> None:
         """Sources to fingerprints: list keys, ask versions, fetch what moved, render."""
         self._expand_sources(works)
+        works = [w for w in works if not _left_alone(w)]
         self._collect_tokens(works)
         self._fetch_changed(works)
         self._expiries(works)
         self._render(works, key)
+        for work in works:
+            if work.secret.once and work.new is not None:
+                work.item.notes.append(ONCE_NOTE)
 
     # ------------------------------------------------------------------ expansion
 
@@ -816,7 +824,11 @@ class Engine:
             }
             source = self._source(work, tokens) or ""
             try:
-                data = render(secret, {k: f.value for k, f in work.values.items()})
+                data = render(
+                    secret,
+                    {k: f.value for k, f in work.values.items()},
+                    limit=self.target.max_value_bytes(),
+                )
             except ValueError as exc:
                 work.fail(str(exc), "input")
                 continue
@@ -915,6 +927,15 @@ def _lost_too_much(where: str, before: set[str], now: set[str], limit: float) ->
         f"{limit:g}); nothing is synced or pruned from it this cycle. If the keys really "
         "went away, raise max_shrink on the secret (1 allows any shrink)"
     )
+
+
+def _left_alone(work: Work) -> bool:
+    """``refresh: never`` with a version stored: no provider is asked about it again (the
+    plan says so). Until one is stored (the first try failed) it is synced as usual."""
+    if not work.secret.once or work.latest is None:
+        return False
+    work.item.notes.append(NEVER_NOTE)
+    return True
 
 
 def _ver(version: VersionInfo) -> int:

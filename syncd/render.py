@@ -5,7 +5,8 @@ the tests compute them the same way.
 
 The *source reference* is stored on every version (a label, an annotation, the files state):
 each reference's description and upstream version id, plus every setting that shapes what the
-target stores (``key_style``, ``format``, the target's own settings such as a file mode).
+target stores (``key_style``, ``rename``, ``format``, a digest of the template, the
+target's own settings such as a file mode).
 A cycle compares it with the current version's to decide whether to fetch at all; because the
 settings are in it, editing one of them makes the next cycle fetch, render and compare, so
 the edit takes effect without waiting for the upstream value to change.
@@ -18,8 +19,9 @@ from collections.abc import Mapping
 
 import yaml
 
-from syncd.config import Secret, style_key
+from syncd.config import Secret
 from syncd.envfile import render_env
+from syncd.template import render_template
 
 #: Entries of the source reference that are not references (they can't clash with a key:
 #: no target accepts a key starting with ``~``).
@@ -27,20 +29,26 @@ FOR_EACH = "~for_each"
 SETTINGS = "~settings"
 
 
-def render(secret: Secret, values: dict[str, bytes]) -> dict[str, bytes]:
-    """The bundle a target stores: ``{key: bytes}``, or one rendered value with ``format``.
+def render(secret: Secret, values: dict[str, bytes], *, limit: int) -> dict[str, bytes]:
+    """The bundle a target stores: ``{key: bytes}``, or one value rendered by ``format`` or
+    a template (which stops past ``limit`` bytes, the target's largest value).
 
-    Bundle keys are renamed by ``key_style`` first; two keys landing on one name is an error.
+    Bundle keys are renamed by ``key_style`` and then ``rename``; two keys landing on one
+    name is an error. A template sees the ``data`` keys as written.
     """
+    if secret.template is not None:
+        return {secret.name: render_template(secret.template, secret.name, values, limit=limit)}
     if secret.spec.is_bundle:
         styled: dict[str, bytes] = {}
         origin: dict[str, str] = {}
         for key in sorted(values):
-            name = style_key(key, secret.spec.key_style)
+            name = secret.spec.output_key(key)
             if name in styled:
+                how = f"key_style {secret.spec.key_style}"
+                if secret.spec.rename:
+                    how += " and rename"
                 raise ValueError(
-                    f"keys {origin[name]!r} and {key!r} both become {name!r} "
-                    f"with key_style {secret.spec.key_style}"
+                    f"keys {origin[name]!r} and {key!r} both become {name!r} with {how}"
                 )
             styled[name], origin[name] = values[key], key
         values = styled
@@ -67,6 +75,10 @@ def render_settings(secret: Secret, target_settings: Mapping[str, str]) -> dict[
     settings = dict(target_settings)
     if secret.spec.key_style != "as-is":
         settings["key_style"] = secret.spec.key_style
+    if secret.spec.rename:
+        settings["rename"] = json.dumps(secret.spec.rename, sort_keys=True, separators=(",", ":"))
+    if secret.template is not None:
+        settings["template"] = secret.template.digest
     return settings
 
 

@@ -34,6 +34,8 @@ TARGET_READS = "target-read"
 #: The installation a config belongs to when it names none (objects from before installations
 #: had names belong to it too).
 DEFAULT_INSTANCE = "default"
+#: A target's largest value unless it says otherwise (a Kubernetes Secret's limit).
+MAX_VALUE_BYTES = 1024 * 1024
 
 
 def kubernetes_only(spec: SecretSpec[Any]) -> list[str]:
@@ -151,6 +153,11 @@ class Target(ABC, Generic[C]):
         """
         del spec
         return {}
+
+    def max_value_bytes(self) -> int:
+        """The largest value this target stores: a template's render stops past it, so a
+        runaway template fails fast instead of building what the write would refuse."""
+        return MAX_VALUE_BYTES
 
     def exclusive(self) -> AbstractContextManager[None]:
         """Hold the target for writing during one cycle.

@@ -357,6 +357,14 @@ def test_config_errors_for_names_keys_and_namespaces(project, ns):
             {"name": "tls", "type": "kubernetes.io/tls", "data": {"tls.crt": ref("a")}},
             {"name": "bad/name", "from": ref("a")},
             {"name": "token", "type": "kubernetes.io/service-account-token", "from": ref("a")},
+            # the key Kubernetes stores is the renamed one, and a template's is the name
+            {"name": "renamed", "data": {"good": ref("a")}, "rename": {"good": "bad key?"}},
+            {
+                "name": "cert",
+                "type": "kubernetes.io/tls",
+                "data": {"crt": ref("a"), "key": ref("a")},
+                "template": "{{ crt }}{{ key }}",
+            },
         ]
     )
     run = project.syncd("check", "--config", str(path))
@@ -369,6 +377,8 @@ def test_config_errors_for_names_keys_and_namespaces(project, ns):
     assert "secrets[4]: type kubernetes.io/service-account-token is managed by Kubernetes" in (
         run.stderr
     )
+    assert "secrets[5]: key 'bad key?' is not a valid Secret key" in run.stderr
+    assert "secrets[6]: type kubernetes.io/tls needs the key(s) tls.crt, tls.key" in run.stderr
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,38 @@ def test_names_that_cannot_be_made_valid_and_bundles_without_format(project: Pro
     assert "secrets[3]" not in text  # long names are shortened, not refused
 
 
+def test_a_template_renders_one_blob_and_stops_at_the_swarm_limit(
+    swarm: Swarm, project: Project
+) -> None:
+    url, huge = project.name("url"), project.name("huge")
+    password = new_value("p@ss/")
+    project.set_values({"user": "app", "password": password})
+    data = {k: {"provider": "local", "key": k} for k in ("user", "password")}
+    config = project.config(
+        [
+            {
+                "name": url,
+                "data": data,
+                "template": "pg://{{ user }}:{{ password | urlencode }}@db",
+            },
+            {
+                "name": huge,
+                "data": data,
+                "template": "{% for i in range(99999) %}{{ password }}{% endfor %}",
+            },
+        ]
+    )
+    result = project.cycle(config)
+    assert item(result, url).action == "create"
+    error = item(result, huge).error or ""
+    assert f"renders more than the target's limit of {MAX_SECRET_BYTES - 1} bytes" in error
+    assert password not in error
+    assert f"{huge}-v1" not in swarm.secret_names(project.prefix)
+    service = project.service("svc", secrets=[(f"{url}-v1", "url")])
+    quoted = password.replace("@", "%40").replace("/", "%2F")
+    assert swarm.read_in_task(service, "/run/secrets/url") == f"pg://app:{quoted}@db"
+
+
 def test_long_names_are_shortened_uniquely(swarm: Swarm, project: Project) -> None:
     base = project.name("a" * 90)
     one, two = base + "-one", base + "-two"

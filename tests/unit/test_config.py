@@ -292,6 +292,7 @@ def test_schema_validates_the_examples():
         "vault.yaml",
         "aws.yaml",
         "azure.yaml",
+        "templates/syncd.yaml",
     } <= validated
 
 

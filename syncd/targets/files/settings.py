@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from syncd.config import SecretSpec, style_key
+from syncd.config import SecretSpec
 from syncd.duration import Duration
 from syncd.targets.base import TargetConfig
 
@@ -206,12 +206,12 @@ def env_name(key: str) -> str:
 def output_keys(spec: SecretSpec[Any]) -> list[str] | None:
     """The files ``spec`` makes (each is one ``env_file`` line and ``yaml_file`` key); ``None``
     while they depend on a source listing (``data_from``, a ``for_each`` template)."""
-    if spec.format is not None:
+    if spec.renders_one:
         return [spec.name]
     if spec.data_from is not None or spec.for_each is not None:
         return None
     if spec.data is not None:
-        keys = [style_key(key, spec.key_style) for key in spec.data]
+        keys = [spec.output_key(key) for key in spec.data]
         return [spec.name] if keys == [spec.name] else keys
     return [spec.name]
 
@@ -224,10 +224,10 @@ def spec_problems(spec: SecretSpec[Any], config: FilesTargetConfig) -> list[str]
         problems.append(problem)
     elif spec.name in config.outputs:
         problems.append(f"name {shown(spec.name)} collides with the env_file/yaml_file output")
-    if spec.data is not None and spec.format is None:
+    if spec.data is not None and not spec.renders_one:
         bad = [
             shown(key) if styled == key else f"{shown(key)} (as {shown(styled)})"
-            for key, styled in ((k, style_key(k, spec.key_style)) for k in spec.data)
+            for key, styled in ((k, spec.output_key(k)) for k in spec.data)
             if not _NAME.fullmatch(styled)
         ]
         if bad:

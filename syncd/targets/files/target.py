@@ -108,6 +108,10 @@ class FilesTarget(Target[FilesTargetConfig]):
                 "drop 'group' or add syncd's user to it"
             )
 
+    def max_value_bytes(self) -> int:
+        """The configured ``max_bytes`` (a bigger secret fails its write)."""
+        return self.config.max_bytes
+
     def stored_settings(self, spec: SecretSpec[Any]) -> dict[str, str]:
         """How the files are stored, besides their bytes: editing one writes a new version."""
         del spec

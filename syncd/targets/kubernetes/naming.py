@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from syncd.config import SecretSpec, style_key
+from syncd.config import SecretSpec
 from syncd.duration import Duration
 from syncd.leader import LeaderElection
 from syncd.targets.base import DEFAULT_INSTANCE, TargetConfig
@@ -306,8 +306,8 @@ def spec_problems(spec: SecretSpec[Any], config: KubernetesTargetConfig) -> list
             )
         elif not DNS1123.match(full):
             problems.append(f"name {spec.name!r} can't be made a valid Kubernetes Secret name")
-    keys = [style_key(k, spec.key_style) for k in spec.data or {}]
-    if spec.from_ is not None or spec.format is not None:
+    keys = [spec.output_key(k) for k in spec.data or {}]
+    if spec.from_ is not None or spec.renders_one:
         keys = [spec.name]
     problems.extend(
         f"key {key!r} is not a valid Secret key (letters, digits, '-', '_', '.'; not '.', "

@@ -133,9 +133,10 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         problem = name_problem(config.naming, spec.name, reserved)
         if problem:
             problems.append(problem)
-        if spec.is_bundle and spec.format is None:
+        if spec.is_bundle and not spec.renders_one:
             problems.append(
-                "a Swarm secret is one blob: a 'data' bundle needs 'format' (env, yaml or json)"
+                "a Swarm secret is one blob: a 'data' bundle needs 'format' (env, yaml or json) "
+                "or a template"
             )
         if isinstance(spec.consumers, list):
             seen: set[str] = set()
@@ -156,6 +157,10 @@ class SwarmTarget(Target[SwarmTargetConfig]):
         """Two logical names whose versions would be one Swarm object (names ignore case)."""
         assert isinstance(config, SwarmTargetConfig)
         return collisions(config.naming, [spec.name for spec in specs])
+
+    def max_value_bytes(self) -> int:
+        """Swarm refuses a secret of 500 KiB or more."""
+        return MAX_SECRET_BYTES - 1
 
     def prepare(self) -> None:
         """Build the Docker client settings (TLS files must exist) and read a key file that
