@@ -41,7 +41,7 @@ from syncd.config import load_config
 from syncd.engine import Engine
 from syncd.errors import ProviderError
 from syncd.model import Fetched
-from tests.certs import certificate, days_from_now
+from tests.certs import certificate, days_from_now, self_signed_ca
 from tests.conftest import ROOT, backend_env, new_value
 from tests.integration.faults import check_without, dead_port, timed_cycle
 
@@ -1122,24 +1122,4 @@ def _closed_port() -> int:
 
 
 def _self_signed_ca() -> bytes:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the vault CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return self_signed_ca("not the vault CA")[0]
