@@ -486,6 +486,8 @@ class Daemon:
         self.stop_event.wait()
         log.info("stopping: letting the running cycle finish")
         self.scheduler.shutdown(wait=True)
+        # everything but the Lease first: once it is released a successor writes at once
+        self.engine.target.stop_watching()
         if self.elector is not None:
             self.elector.stop()
         self.engine.close()

@@ -308,8 +308,12 @@ class Target(ABC, Generic[C]):
 
     def watch(self) -> None:
         """Start keeping what cycles read in memory, fed by the backend's change stream (a
-        long-running daemon calls it once; ``close`` stops it). The default keeps nothing:
-        every cycle reads the backend."""
+        long-running daemon calls it once; ``stop_watching`` or ``close`` stops it). The
+        default keeps nothing: every cycle reads the backend."""
+
+    def stop_watching(self) -> None:
+        """Stop what ``watch`` started. A stopping daemon calls it before it hands its lease
+        over, so a successor never starts while this process still works."""
 
     def leader_elector(
         self, *, identity: str, on_change: Callable[[bool], None]

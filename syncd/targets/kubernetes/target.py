@@ -192,10 +192,17 @@ class KubernetesTarget(Target[KubernetesTargetConfig]):
                     cache.add(self.consumers.informer(client, resource, namespace, cache.stop))
             cache.stop.wait(DISCOVERY_TTL)
 
+    def stop_watching(self) -> None:
+        """End every watch and drop the cache (cycles list again)."""
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            if self._client is not None:
+                self._client.written = None
+            cache.close()
+
     def close(self) -> None:
         """Stop the cache, close the connection pools."""
-        if self.cache is not None:
-            self.cache.close()
+        self.stop_watching()
         for client in (self._client, self._elector_client, self._events_client):
             if client is not None:
                 client.close()
